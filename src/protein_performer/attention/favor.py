@@ -1,0 +1,70 @@
+"""FAVOR attention and exact softmax attention with one calling convention.
+
+q, k, v are ``[B, H, L, d]`` as in ``torch.nn.functional.scaled_dot_product_attention``;
+``key_padding_mask`` is a bool ``[B, L]``, True at padding (the ``nn.MultiheadAttention`` convention).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.nn import functional as F
+
+from .features import check_kernel, key_features, query_features
+from .linear import DEFAULT_CHUNK, linear_attention
+
+
+def _check(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> None:
+    if q.dim() != 4 or k.shape != q.shape or v.shape[:-1] != q.shape[:-1]:
+        raise ValueError(f"expected q, k [B, H, L, d] and v [B, H, L, dv], got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
+    if key_padding_mask is not None:
+        if key_padding_mask.dtype != torch.bool or key_padding_mask.shape != (q.shape[0], q.shape[2]):
+            raise ValueError(f"key_padding_mask must be bool [B, L] = {[q.shape[0], q.shape[2]]}, got {key_padding_mask.dtype} {list(key_padding_mask.shape)}")
+
+
+def favor_attention(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    projection: Tensor,
+    *,
+    kernel: str = "softmax",
+    causal: bool = False,
+    key_padding_mask: Tensor | None = None,
+    chunk_size: int = DEFAULT_CHUNK,
+) -> Tensor:
+    """FAVOR attention ``[B, H, L, dv]`` in time and memory linear in L.
+
+    For the softmax kernels the output estimates ``softmax(q kᵀ/√d) v``; projection row ω gives the
+    feature ``exp(ωᵀx̃ − ‖x̃‖²/2)``, x̃ = x·d^(-1/4). ``projection`` is ``[M, d]`` (shared by heads) or
+    ``[H, M, d]``. Padded keys are removed from numerator and normalizer alike. Inputs in bf16/fp16 (or
+    under autocast) are computed in float32 and the result is cast back to the input dtype.
+    """
+    check_kernel(kernel)
+    _check(q, k, v, key_padding_mask)
+    out_dtype = q.dtype
+    with torch.autocast(q.device.type, enabled=False):
+        work = torch.promote_types(q.dtype, torch.float32)
+        q, k, v = q.to(work), k.to(work), v.to(work)
+        if key_padding_mask is not None:
+            v = v.masked_fill(key_padding_mask[:, None, :, None], 0.0)
+        qf = query_features(q, projection, kernel)
+        kf = key_features(k, projection, kernel, key_padding_mask)
+        out = linear_attention(qf, kf, v, causal=causal, chunk=chunk_size)
+    return out.to(out_dtype)
+
+
+def softmax_attention(
+    q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
+) -> Tensor:
+    """Exact ``softmax(q kᵀ/√d) v`` through ``scaled_dot_product_attention`` (flash/memory-efficient
+    kernels where they apply). A query whose keys are all masked gets a zero output."""
+    _check(q, k, v, key_padding_mask)
+    if key_padding_mask is None:
+        return F.scaled_dot_product_attention(q, k, v, is_causal=causal)
+    allowed = ~key_padding_mask[:, None, None, :]  # [B, 1, 1, L]
+    if causal:
+        length = q.shape[-2]
+        allowed = allowed & torch.ones(length, length, dtype=torch.bool, device=q.device).tril()
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)
+    return out.nan_to_num(0.0)

@@ -1,0 +1,103 @@
+"""Multi-head self-attention layers: FAVOR and its exact-softmax twin.
+
+Both have the same parameters (``in_proj`` producing q, k, v and ``out_proj``), so weights move between
+them unchanged: that is what lets a trained softmax Transformer run as a Performer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import Tensor, nn
+
+from .favor import favor_attention, softmax_attention
+from .features import check_kernel
+from .linear import DEFAULT_CHUNK
+from .projection import draw_projection
+
+# Applied to q and k (``[B, H, L, d]``) before attention, e.g. rotary position embeddings.
+QKTransform = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
+
+
+class _SelfAttention(nn.Module):
+    def __init__(self, embed_dim: int, num_heads: int, *, causal: bool = False, bias: bool = True, dropout: float = 0.0):
+        super().__init__()
+        if embed_dim % num_heads:
+            raise ValueError(f"embed_dim {embed_dim} is not divisible by num_heads {num_heads}")
+        self.embed_dim, self.num_heads, self.head_dim = embed_dim, num_heads, embed_dim // num_heads
+        self.causal = causal
+        self.in_proj = nn.Linear(embed_dim, 3 * embed_dim, bias=bias)
+        self.out_proj = nn.Linear(embed_dim, embed_dim, bias=bias)
+        self.dropout = nn.Dropout(dropout)
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, qk_transform: QKTransform | None = None) -> Tensor:
+        """x ``[B, L, E]`` → ``[B, L, E]``; ``key_padding_mask`` bool ``[B, L]``, True at padding."""
+        b, length, _ = x.shape
+        q, k, v = self.in_proj(x).view(b, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        if qk_transform is not None:
+            q, k = qk_transform(q, k)
+        out = self.attend(q, k, v, key_padding_mask)  # [B, H, L, d]
+        return self.dropout(self.out_proj(out.transpose(1, 2).reshape(b, length, self.embed_dim)))
+
+
+class SoftmaxAttention(_SelfAttention):
+    """Exact softmax multi-head self-attention (the Transformer baseline)."""
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+        return softmax_attention(q, k, v, causal=self.causal, key_padding_mask=key_padding_mask)
+
+
+class FavorAttention(_SelfAttention):
+    """FAVOR multi-head self-attention with its own random projection.
+
+    The projection ``[H, M, d]`` (an independent draw per head) is a buffer, so it is saved in
+    ``state_dict`` and moves with the module. It changes only through :meth:`redraw_projection`, never
+    in ``forward``: the training loop decides when (per optimizer step), evaluation stays deterministic.
+    """
+
+    projection: Tensor
+
+    def __init__(
+        self,
+        embed_dim: int,
+        num_heads: int,
+        *,
+        num_features: int = 256,
+        kernel: str = "softmax",
+        causal: bool = False,
+        orthogonal: bool = True,
+        norm: str = "chi",
+        bias: bool = True,
+        dropout: float = 0.0,
+        chunk_size: int = DEFAULT_CHUNK,
+    ):
+        super().__init__(embed_dim, num_heads, causal=causal, bias=bias, dropout=dropout)
+        check_kernel(kernel)
+        self.num_features, self.kernel = num_features, kernel
+        self.orthogonal, self.norm, self.chunk_size = orthogonal, norm, chunk_size
+        self.register_buffer("projection", self._draw(None, torch.device("cpu")))
+
+    def _draw(self, generator: torch.Generator | None, device: torch.device) -> Tensor:
+        heads = [
+            draw_projection(self.num_features, self.head_dim, orthogonal=self.orthogonal, norm=self.norm, generator=generator, device=device)
+            for _ in range(self.num_heads)
+        ]
+        return torch.stack(heads)
+
+    @torch.no_grad()
+    def redraw_projection(self, generator: torch.Generator | None = None) -> None:
+        """Replace the projection with a fresh draw from ``generator`` (global RNG when None)."""
+        self.projection.copy_(self._draw(generator, self.projection.device))
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+        return favor_attention(
+            q, k, v, self.projection, kernel=self.kernel, causal=self.causal,
+            key_padding_mask=key_padding_mask, chunk_size=self.chunk_size,
+        )
+
+    def extra_repr(self) -> str:
+        return f"heads={self.num_heads}, features={self.num_features}, kernel={self.kernel}, causal={self.causal}"
