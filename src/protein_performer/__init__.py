@@ -1,3 +1,11 @@
 """protein-performer: long-context protein language models with FAVOR attention."""
 
+import os
+
+# MKL may pick its thread count per call from the machine's load (MKL_DYNAMIC), and a different
+# split of a matrix product rounds differently: a resumed run would then drift from an uninterrupted
+# one. Fixing it keeps training bitwise reproducible. Must be set before torch loads MKL.
+os.environ.setdefault("MKL_DYNAMIC", "FALSE")
+os.environ.setdefault("OMP_DYNAMIC", "FALSE")
+
 __version__ = "0.1.0"

@@ -1,0 +1,61 @@
+"""Protein data: vocabulary, FASTA reading, splits, training datasets and batch collation.
+
+Knows nothing about models. The pieces, in the order data flows through them:
+
+- :class:`Alphabet` (``alphabet.py``): 30 tokens with fixed ids, ``encode`` / ``decode``.
+- :class:`FastaReader` (``fasta.py``): streaming, validating FASTA (plain or gzip) -> records.
+- :func:`split_of` (``split.py``): accession -> ``"train"`` / ``"valid"`` / ``"test"`` by hash.
+- :class:`EncodedCorpus`, :class:`SingleSequenceDataset`, :class:`PackedDataset` (``datasets.py``):
+  the corpus in memory and the paper's two regimes, addressed by global step for exact resume.
+- :class:`MaskedLMCollator`, :class:`CausalLMCollator` (``collate.py``): padded batches with labels.
+"""
+
+from .alphabet import (
+    DEFAULT_ALPHABET,
+    RARE_AMINO_ACIDS,
+    RESIDUE_LETTERS,
+    SPECIAL_TOKENS,
+    STANDARD_AMINO_ACIDS,
+    Alphabet,
+)
+from .collate import IGNORE_INDEX, CausalLMCollator, MaskedLMCollator, pad_batch
+from .datasets import (
+    DATA_DIR,
+    DEFAULT_CORPUS_PATH,
+    EncodedCorpus,
+    GlobalIndexDataset,
+    PackedDataset,
+    SingleSequenceDataset,
+    StepBatch,
+)
+from .fasta import FastaError, FastaReader, FastaRecord, FastaStats, read_fasta
+from .split import SPLIT_FRACTIONS, SPLITS, split_bucket, split_of
+
+__all__ = [
+    "DATA_DIR",
+    "DEFAULT_ALPHABET",
+    "DEFAULT_CORPUS_PATH",
+    "IGNORE_INDEX",
+    "RARE_AMINO_ACIDS",
+    "RESIDUE_LETTERS",
+    "SPECIAL_TOKENS",
+    "SPLITS",
+    "SPLIT_FRACTIONS",
+    "STANDARD_AMINO_ACIDS",
+    "Alphabet",
+    "CausalLMCollator",
+    "EncodedCorpus",
+    "FastaError",
+    "FastaReader",
+    "FastaRecord",
+    "FastaStats",
+    "GlobalIndexDataset",
+    "MaskedLMCollator",
+    "PackedDataset",
+    "SingleSequenceDataset",
+    "StepBatch",
+    "pad_batch",
+    "read_fasta",
+    "split_bucket",
+    "split_of",
+]

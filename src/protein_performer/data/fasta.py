@@ -1,0 +1,209 @@
+"""Streaming, validating FASTA reader (plain text or gzip).
+
+Parsing is Biopython's :func:`~Bio.SeqIO.FastaIO.SimpleFastaParser`; this module adds what it lacks:
+line numbers, validation and clear errors. Memory is bounded by the largest record (plus the set of
+ids seen, for the duplicate check), so files larger than memory stream through.
+
+A bad record raises one :class:`FastaError` naming the file, the line and the fix. With
+``skip_invalid=True`` bad records are skipped instead and counted in :attr:`FastaReader.stats`.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import re
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import IO, NamedTuple
+
+from Bio.SeqIO.FastaIO import SimpleFastaParser
+
+from .alphabet import RESIDUE_LETTERS
+
+_SKIP_HINT = "or read with skip_invalid=True to skip such records"
+
+
+class FastaError(ValueError):
+    """A malformed FASTA file; ``path`` and ``line`` (1-based) locate the problem."""
+
+    def __init__(self, path: Path, line: int, problem: str, fix: str) -> None:
+        self.path = path
+        self.line = line
+        super().__init__(f"{path}, line {line}: {problem}. {fix}")
+
+
+class FastaRecord(NamedTuple):
+    """One sequence: ``id`` is the first word of the header, ``description`` the whole header
+    (without ``>``), ``sequence`` upper case without whitespace, ``line`` the header's line number."""
+
+    id: str
+    description: str
+    sequence: str
+    line: int
+
+
+@dataclass
+class FastaStats:
+    """Counts for one pass over a file (complete once iteration has finished)."""
+
+    records: int = 0  # records yielded
+    residues: int = 0  # residues in the records yielded
+    lines: int = 0  # lines read so far
+    invalid_letter: int = 0  # records skipped: a letter outside the alphabet
+    empty: int = 0  # records skipped: a header with no sequence
+    duplicate: int = 0  # records skipped: an id seen before
+    missing_id: int = 0  # records skipped: a header with nothing after '>'
+    preamble_lines: int = 0  # non-blank lines before the first '>' (skipped)
+
+    @property
+    def skipped_records(self) -> int:
+        return self.invalid_letter + self.empty + self.duplicate + self.missing_id
+
+    def as_dict(self) -> dict[str, int]:
+        return {f.name: getattr(self, f.name) for f in fields(self)} | {"skipped_records": self.skipped_records}
+
+
+def _open_text(path: Path) -> IO[str]:
+    """Open plain or gzip FASTA as text; gzip is recognized by its magic bytes, not the name."""
+    with open(path, "rb") as probe:
+        gzipped = probe.read(2) == b"\x1f\x8b"
+    raw: IO[bytes] = gzip.open(path, "rb") if gzipped else open(path, "rb")
+    # errors="replace": a stray non-UTF-8 byte becomes U+FFFD and is then reported as an invalid
+    # letter with its line number, instead of an anonymous UnicodeDecodeError mid-stream.
+    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
+
+
+class _LineTracker:
+    """Feeds lines to SimpleFastaParser while noting, per record, its header line and where each
+    sequence line ends in the joined sequence (to turn a residue position back into a line number).
+
+    The parser reads one line ahead (it only knows a record is complete when it sees the next
+    header), so records are kept in a FIFO and the reader pops the oldest one per parsed record.
+    """
+
+    def __init__(self, handle: IO[str], on_preamble: Callable[[int, str], None]) -> None:
+        self.handle = handle
+        self.on_preamble = on_preamble
+        self.lineno = 0
+        self.pending: deque[tuple[int, list[tuple[int, int]]]] = deque()
+
+    def __iter__(self) -> Iterator[str]:
+        for line in self.handle:
+            self.lineno += 1
+            if line[0] == ">":  # the parser's own header test, so both agree on what a header is
+                self.pending.append((self.lineno, []))
+            elif self.pending:
+                # Same normalization as the parser, so positions line up with its joined sequence.
+                n = len(line.rstrip().replace(" ", "").replace("\r", ""))
+                if n:
+                    ends = self.pending[-1][1]
+                    ends.append((self.lineno, (ends[-1][1] if ends else 0) + n))
+            elif line.strip():
+                self.on_preamble(self.lineno, line)
+            yield line
+
+
+class FastaReader:
+    """Iterate the records of a FASTA file (``.gz`` or plain), validating each one.
+
+    Checks, each raising :class:`FastaError` (or, with ``skip_invalid=True``, skipping and counting):
+    text before the first ``>``; a header without id; a record without sequence; a letter outside
+    ``letters`` (either case; 20 standard amino acids + ``BOUXZ`` by default); an id seen before
+    (``check_duplicates``; keeps one entry per id in memory, turn it off for huge files).
+
+    ``stats`` holds the counts of the current (or last) pass; each ``iter()`` starts a new pass.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        *,
+        skip_invalid: bool = False,
+        check_duplicates: bool = True,
+        letters: str = RESIDUE_LETTERS,
+    ) -> None:
+        self.path = Path(path)
+        self.skip_invalid = skip_invalid
+        self.check_duplicates = check_duplicates
+        self.letters = letters.upper()
+        self._invalid = re.compile(f"[^{re.escape(self.letters + self.letters.lower())}]")
+        self.stats = FastaStats()
+
+    def __iter__(self) -> Iterator[FastaRecord]:
+        self.stats = stats = FastaStats()
+        seen: dict[str, int] = {}  # id -> header line, to point at the first occurrence
+        with _open_text(self.path) as handle:
+            tracker = _LineTracker(handle, self._preamble)
+            for title, seq in SimpleFastaParser(tracker):
+                header_line, line_ends = tracker.pending.popleft()
+                stats.lines = tracker.lineno
+                error = self._check(title, seq, header_line, line_ends, seen)
+                if error is not None:
+                    kind, line, problem, fix = error
+                    if not self.skip_invalid:
+                        raise FastaError(self.path, line, problem, fix)
+                    setattr(stats, kind, getattr(stats, kind) + 1)
+                    continue
+                record_id = title.split(None, 1)[0]
+                if self.check_duplicates:
+                    seen[record_id] = header_line
+                stats.records += 1
+                stats.residues += len(seq)
+                yield FastaRecord(record_id, title, seq.upper(), header_line)
+            stats.lines = tracker.lineno
+
+    def _preamble(self, lineno: int, line: str) -> None:
+        if not self.skip_invalid:
+            raise FastaError(
+                self.path,
+                lineno,
+                f"text before the first '>' header: {line.strip()[:40]!r}",
+                f"A FASTA file must start with a '>' header line: remove that text, {_SKIP_HINT}",
+            )
+        self.stats.preamble_lines += 1
+
+    def _check(
+        self, title: str, seq: str, header_line: int, line_ends: list[tuple[int, int]], seen: dict[str, int]
+    ) -> tuple[str, int, str, str] | None:
+        """None when the record is valid, else (stats field to count it in, line, problem, fix)."""
+        words = title.split(None, 1)
+        if not words:
+            return "missing_id", header_line, "header '>' has no id", f"Write an id after '>', {_SKIP_HINT}"
+        record_id = words[0]
+        if not seq:
+            return "empty", header_line, f"record {record_id!r} has no sequence", f"Remove the empty record, {_SKIP_HINT}"
+
+        bad = self._invalid.search(seq)
+        if bad is not None:
+            pos = bad.start()
+            line, line_start = header_line, 0
+            for lineno, end in line_ends:  # first sequence line that reaches past pos
+                if end > pos:
+                    line = lineno
+                    break
+                line_start = end
+            return (
+                "invalid_letter",
+                line,
+                f"invalid letter {bad.group()!r} (column {pos - line_start + 1}) in record {record_id!r}",
+                f"Allowed letters are {self.letters} (either case): fix or remove the record, {_SKIP_HINT}",
+            )
+        if self.check_duplicates and record_id in seen:
+            return (
+                "duplicate",
+                header_line,
+                f"duplicate id {record_id!r} (first seen at line {seen[record_id]})",
+                f"Ids (the first word of the header) must be unique: rename or remove one, {_SKIP_HINT}",
+            )
+        return None
+
+
+def read_fasta(
+    path: str | os.PathLike[str], *, skip_invalid: bool = False, check_duplicates: bool = True
+) -> Iterator[FastaRecord]:
+    """Stream the records of ``path``; shorthand for ``iter(FastaReader(path, ...))`` (no stats)."""
+    return iter(FastaReader(path, skip_invalid=skip_invalid, check_duplicates=check_duplicates))
