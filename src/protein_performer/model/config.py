@@ -1,0 +1,91 @@
+"""``PerformerConfig``: the model's whole description, saved as ``config.json`` beside the weights."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..attention import KERNELS
+
+ATTENTIONS = ("favor", "softmax")
+POSITIONS = ("rotary", "learned")
+OBJECTIVES = ("mlm", "causal")
+
+
+@dataclass
+class PerformerConfig:
+    vocab_size: int = 30
+    pad_idx: int = 0
+    d_model: int = 128
+    num_layers: int = 2
+    num_heads: int = 4
+    d_ff: int = 512
+    dropout: float = 0.1
+    attention: str = "favor"  # "favor" (Performer) or "softmax" (exact: the Transformer baseline)
+    kernel: str = "softmax"  # FAVOR kernel, see protein_performer.attention.KERNELS
+    num_features: int = 256  # M, random features per head
+    orthogonal: bool = True
+    feature_norm: str = "chi"  # "chi" (unbiased) or "sqrt_d" (regularized)
+    redraw_interval: int = 1000  # optimizer steps between projection redraws; 0 = never
+    chunk_size: int = 128  # causal FAVOR chunk
+    objective: str = "mlm"  # "mlm" (bidirectional) or "causal" (next token, unidirectional)
+    positions: str = "rotary"  # "rotary" (ESM-2; any length) or "learned" (the paper; up to max_len)
+    max_len: int = 8192  # learned positions only
+    layer_norm_eps: float = 1e-5
+
+    def __post_init__(self) -> None:
+        checks = [
+            (self.attention in ATTENTIONS, f"attention must be one of {ATTENTIONS}"),
+            (self.kernel in KERNELS, f"kernel must be one of {KERNELS}"),
+            (self.positions in POSITIONS, f"positions must be one of {POSITIONS}"),
+            (self.objective in OBJECTIVES, f"objective must be one of {OBJECTIVES}"),
+            (self.d_model % self.num_heads == 0, "d_model must be divisible by num_heads"),
+            ((self.d_model // self.num_heads) % 2 == 0 or self.positions != "rotary", "rotary positions need an even head dim"),
+            (min(self.d_model, self.num_layers, self.num_heads, self.d_ff, self.num_features) > 0, "sizes must be positive"),
+            (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(f"invalid model config: {message}")
+
+    @property
+    def causal(self) -> bool:
+        return self.objective == "causal"
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "PerformerConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown model config keys: {', '.join(unknown)}")
+        return cls(**values)
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "PerformerConfig":
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    def replace(self, **changes) -> "PerformerConfig":
+        return dataclasses.replace(self, **changes)
+
+
+PRESETS: dict[str, dict] = {
+    # The demo: trains in minutes on 2 CPU cores.
+    "tiny": dict(d_model=128, num_layers=2, num_heads=4, d_ff=512, num_features=64),
+    "small": dict(d_model=256, num_layers=6, num_heads=8, d_ff=1024, num_features=128),
+    # arXiv 2009.14794 §4.4 (from ProGen): 36 layers, 8 heads, d_model 512, d_ff 1024, M = 256.
+    "paper": dict(d_model=512, num_layers=36, num_heads=8, d_ff=1024, num_features=256, positions="learned", max_len=8192),
+}
+
+
+def preset(name: str, **overrides) -> PerformerConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    return PerformerConfig(**{**PRESETS[name], **overrides})

@@ -1,0 +1,30 @@
+"""Rotary position embeddings (RoFormer; as in ESM-2): rotate pairs of q/k channels by position."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+
+class Rotary(nn.Module):
+    """Applies ``x·cos(pθ) + rotate_half(x)·sin(pθ)`` to q and k ``[B, H, L, d]`` (ESM-2's layout:
+    channel i pairs with channel i + d/2). Works at any length; nothing is cached across lengths."""
+
+    inv_freq: Tensor
+
+    def __init__(self, head_dim: int, base: float = 10000.0):
+        super().__init__()
+        self.register_buffer("inv_freq", 1.0 / base ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim), persistent=False)
+
+    def forward(self, q: Tensor, k: Tensor) -> tuple[Tensor, Tensor]:
+        positions = torch.arange(q.shape[-2], device=q.device, dtype=torch.float32)
+        angles = torch.outer(positions, self.inv_freq)  # [L, d/2]
+        angles = torch.cat([angles, angles], dim=-1)
+        cos, sin = angles.cos().to(q.dtype), angles.sin().to(q.dtype)
+        return _rotate(q, cos, sin), _rotate(k, cos, sin)
+
+
+def _rotate(x: Tensor, cos: Tensor, sin: Tensor) -> Tensor:
+    half = x.shape[-1] // 2
+    rotated = torch.cat([-x[..., half:], x[..., :half]], dim=-1)
+    return x * cos + rotated * sin

@@ -1,0 +1,174 @@
+"""Checkpoints: ``config.json`` + ``model.safetensors`` (what :func:`protein_performer.load` reads) and the
+trainer state (optimizer, scheduler, RNG, data position) beside them. Never pickled.
+
+Layout of a run directory ``DIR``::
+
+    DIR/config.json, DIR/model.safetensors       the latest weights (for inference)
+    DIR/checkpoints/step-000100/                 a complete checkpoint: the two above plus
+        trainer_state.safetensors, trainer_state.json, train_config.json
+    DIR/checkpoints/latest                       name of the newest complete checkpoint
+
+A checkpoint is written into a temporary folder, flushed, and renamed into place; only then does
+``latest`` move (an atomic ``os.replace``). A ``kill -9`` at any moment leaves the previous complete
+checkpoint as ``latest``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..model import PerformerConfig
+
+MODEL_FILE, CONFIG_FILE = "model.safetensors", "config.json"
+STATE_TENSORS, STATE_JSON, TRAIN_CONFIG = "trainer_state.safetensors", "trainer_state.json", "train_config.json"
+KEEP = 2  # complete checkpoints kept on disk
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_text(path: Path, text: str) -> None:
+    with open(path, "w") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(path))
+    with open(path, "rb+") as f:
+        os.fsync(f.fileno())
+
+
+def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """State dict without the tied LM-head weight (safetensors refuses shared storage)."""
+    return {k: v for k, v in model.state_dict().items() if k != "lm_head.embedding.weight"}
+
+
+def save_weights(model: nn.Module, config: PerformerConfig, directory: Path) -> None:
+    """``config.json`` and ``model.safetensors`` into ``directory``, each replaced atomically."""
+    directory.mkdir(parents=True, exist_ok=True)
+    for name, write in ((CONFIG_FILE, lambda p: _write_text(p, json.dumps(config.to_dict(), indent=2) + "\n")),
+                        (MODEL_FILE, lambda p: _save_tensors(model_tensors(model), p))):
+        tmp = directory / f".{name}.tmp"
+        write(tmp)
+        os.replace(tmp, directory / name)
+    _fsync_dir(directory)
+
+
+def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer state dict into tensors (for safetensors) and JSON-able rest."""
+    state = optimizer.state_dict()
+    tensors, scalars = {}, {}
+    for pid, values in state["state"].items():
+        for key, value in values.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{pid}.{key}"] = value
+            else:
+                scalars[f"{pid}.{key}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    state: dict[int, dict] = {}
+    for name, value in tensors.items():
+        if name.startswith("optimizer."):
+            _, pid, key = name.split(".", 2)
+            state.setdefault(int(pid), {})[key] = value
+    for name, value in meta["scalars"].items():
+        pid, key = name.split(".", 1)
+        state.setdefault(int(pid), {})[key] = value
+    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+
+
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: nn.Module,
+    config: PerformerConfig,
+    optimizer: torch.optim.Optimizer,
+    trainer_state: dict,
+    train_config: dict,
+) -> Path:
+    """Write a complete checkpoint for ``step`` atomically and point ``latest`` at it."""
+    root = run_dir / "checkpoints"
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:07d}"
+    tmp = root / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_weights(model, config, tmp)
+    tensors, meta = optimizer_tensors(optimizer)
+    tensors["rng.torch"] = torch.get_rng_state()
+    _save_tensors(tensors, tmp / STATE_TENSORS)
+    _write_text(tmp / STATE_JSON, json.dumps({**trainer_state, "step": step, "optimizer": meta}, indent=1) + "\n")
+    _write_text(tmp / TRAIN_CONFIG, json.dumps(train_config, indent=2) + "\n")
+    _fsync_dir(tmp)
+    final = root / name
+    shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    pointer = root / ".latest.tmp"
+    _write_text(pointer, name + "\n")
+    os.replace(pointer, root / "latest")
+    _fsync_dir(root)
+    save_weights(model, config, run_dir)  # the run directory itself always holds the newest weights
+    complete = sorted(p for p in root.glob("step-*") if p.is_dir())
+    for old in complete[:-KEEP]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    pointer = run_dir / "checkpoints" / "latest"
+    if not pointer.exists():
+        return None
+    path = run_dir / "checkpoints" / pointer.read_text().strip()
+    return path if (path / STATE_JSON).exists() else None
+
+
+def load_trainer_state(checkpoint: Path) -> tuple[dict[str, torch.Tensor], dict]:
+    return load_file(str(checkpoint / STATE_TENSORS)), json.loads((checkpoint / STATE_JSON).read_text())
+
+
+def load_weights(model: nn.Module, directory: Path) -> None:
+    tensors = load_file(str(directory / MODEL_FILE))
+    missing, unexpected = model.load_state_dict(tensors, strict=False)
+    missing = [k for k in missing if k != "lm_head.embedding.weight"]
+    if missing or unexpected:
+        raise ValueError(f"{directory / MODEL_FILE} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+
+def load_checkpoint(directory: str | os.PathLike) -> tuple[nn.Module, PerformerConfig]:
+    """A run (or converted-model) directory → ``(PerformerLM in eval mode, config)``.
+
+    Raises ``FileNotFoundError`` / ``ValueError`` with a message that names the file and the fix.
+    """
+    from ..model import PerformerLM
+
+    directory = Path(directory)
+    config_path, model_path = directory / CONFIG_FILE, directory / MODEL_FILE
+    for path in (config_path, model_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: point --checkpoint at a directory written by `protein-performer train`")
+    try:
+        config = PerformerConfig.load(config_path)
+    except (ValueError, TypeError) as err:  # JSONDecodeError is a ValueError
+        raise ValueError(f"{config_path} is not a valid model config ({err})") from None
+    model = PerformerLM(config)
+    try:
+        load_weights(model, directory)
+    except Exception as err:  # safetensors raises its own error types for truncated or foreign files
+        raise ValueError(f"{model_path} could not be read ({err}); the checkpoint is corrupt or incomplete") from None
+    return model.eval(), config
