@@ -96,3 +96,26 @@ def test_rotary_scores_depend_only_on_offset():
     torch.testing.assert_close(scores[5, 2], scores[30, 27])
     torch.testing.assert_close(scores[10, 17], scores[20, 27])
     torch.testing.assert_close(rq.norm(dim=-1), qs.norm(dim=-1))
+
+
+@pytest.mark.parametrize("attention", ["favor", "softmax"])
+@pytest.mark.parametrize("objective", ["mlm", "causal"])
+def test_attention_maps_reproduce_the_forward_pass(attention, objective):
+    # Each map applied to that layer's values gives exactly what the layer computed.
+    torch.manual_seed(0)
+    model = PerformerLM(small(attention=attention, objective=objective)).eval()
+    t = tokens(2, 18)
+    t[1, 12:] = 0
+    maps = model.attention_maps(t)
+    assert maps.shape == (2, 2, 4, 18, 18)
+    torch.testing.assert_close(maps[0].sum(-1), torch.ones(2, 4, 18))
+    assert maps[1, :, :, :, 12:].abs().max() == 0  # padding gets no attention
+    if objective == "causal":
+        assert maps[0].triu(1).abs().max() == 0
+    attn = model.blocks[0].attn
+    x = model.blocks[0].attn_norm(model._embed(t))
+    _, _, v = attn._qkv(x, model.rotary)
+    with torch.no_grad():
+        expected = attn.attend(*attn._qkv(x, model.rotary), t.eq(0))
+    torch.testing.assert_close((maps[:, 0] @ v)[0], expected[0], atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close((maps[:, 0] @ v)[1, :, :12], expected[1, :, :12], atol=1e-5, rtol=1e-4)

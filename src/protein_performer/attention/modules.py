@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from .favor import favor_attention, softmax_attention
 from .features import check_kernel
 from .linear import DEFAULT_CHUNK
+from .naive import favor_attention_matrix, softmax_attention_matrix
 from .projection import draw_projection
 
 # Applied to q and k (``[B, H, L, d]``) before attention, e.g. rotary position embeddings.
@@ -34,12 +35,27 @@ class _SelfAttention(nn.Module):
     def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
         raise NotImplementedError
 
-    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, qk_transform: QKTransform | None = None) -> Tensor:
-        """x ``[B, L, E]`` → ``[B, L, E]``; ``key_padding_mask`` bool ``[B, L]``, True at padding."""
+    def matrix(self, q: Tensor, k: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+        raise NotImplementedError
+
+    def _qkv(self, x: Tensor, qk_transform: QKTransform | None) -> tuple[Tensor, Tensor, Tensor]:
         b, length, _ = x.shape
         q, k, v = self.in_proj(x).view(b, length, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         if qk_transform is not None:
             q, k = qk_transform(q, k)
+        return q, k, v
+
+    @torch.no_grad()
+    def attention_matrix(self, x: Tensor, key_padding_mask: Tensor | None = None, qk_transform: QKTransform | None = None) -> Tensor:
+        """The row-normalized attention matrix ``[B, H, L, L]`` this layer applies to ``x`` ``[B, L, E]``
+        (for FAVOR: the one implied by its features). Quadratic: for analysis of short windows only."""
+        q, k, _ = self._qkv(x, qk_transform)
+        return self.matrix(q.float(), k.float(), key_padding_mask)
+
+    def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, qk_transform: QKTransform | None = None) -> Tensor:
+        """x ``[B, L, E]`` → ``[B, L, E]``; ``key_padding_mask`` bool ``[B, L]``, True at padding."""
+        b, length, _ = x.shape
+        q, k, v = self._qkv(x, qk_transform)
         out = self.attend(q, k, v, key_padding_mask)  # [B, H, L, d]
         return self.dropout(self.out_proj(out.transpose(1, 2).reshape(b, length, self.embed_dim)))
 
@@ -49,6 +65,9 @@ class SoftmaxAttention(_SelfAttention):
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
         return softmax_attention(q, k, v, causal=self.causal, key_padding_mask=key_padding_mask)
+
+    def matrix(self, q: Tensor, k: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+        return softmax_attention_matrix(q, k, causal=self.causal, key_padding_mask=key_padding_mask)
 
 
 class FavorAttention(_SelfAttention):
@@ -98,6 +117,9 @@ class FavorAttention(_SelfAttention):
             q, k, v, self.projection, kernel=self.kernel, causal=self.causal,
             key_padding_mask=key_padding_mask, chunk_size=self.chunk_size,
         )
+
+    def matrix(self, q: Tensor, k: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+        return favor_attention_matrix(q, k, self.projection, kernel=self.kernel, causal=self.causal, key_padding_mask=key_padding_mask)
 
     def extra_repr(self) -> str:
         return f"heads={self.num_heads}, features={self.num_features}, kernel={self.kernel}, causal={self.causal}"

@@ -21,13 +21,17 @@ def _mask_scores(scores: Tensor, causal: bool, key_padding_mask: Tensor | None, 
     return scores
 
 
+def softmax_attention_matrix(q: Tensor, k: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None) -> Tensor:
+    """``softmax(q kᵀ/√d)`` ``[B, H, L, L]`` over unmasked keys."""
+    scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    return torch.softmax(_mask_scores(scores, causal, key_padding_mask, -math.inf), dim=-1)
+
+
 def softmax_attention_naive(
     q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
 ) -> Tensor:
     """``softmax(q kᵀ/√d) v`` with the L×L matrix written out."""
-    scores = torch.matmul(q, k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
-    scores = _mask_scores(scores, causal, key_padding_mask, -math.inf)
-    return torch.matmul(torch.softmax(scores, dim=-1), v)
+    return torch.matmul(softmax_attention_matrix(q, k, causal=causal, key_padding_mask=key_padding_mask), v)
 
 
 def favor_attention_matrix(

@@ -95,19 +95,22 @@ class PerformerLM(nn.Module):
             with torch.no_grad():
                 module.weight[module.padding_idx].zero_()
 
-    def forward(self, tokens: Tensor, padding_mask: Tensor | None = None, repr_layers: tuple[int, ...] = ()) -> dict:
-        """tokens ``[B, L]``; padding_mask bool ``[B, L]`` (True at padding; derived from ``pad_idx``
-        when None). Returns ``{"logits": [B, L, V], "representations": {layer: [B, L, E]}}``; layer 0
-        is the embedding output, layer ``num_layers`` the final (normed) hidden state."""
-        b, length = tokens.shape
-        if padding_mask is None:
-            padding_mask = tokens.eq(self.config.pad_idx)
+    def _embed(self, tokens: Tensor) -> Tensor:
+        length = tokens.shape[1]
         if self.embed_positions is not None and length > self.config.max_len:
             raise ValueError(f"sequence of {length} tokens is longer than this model's learned positions ({self.config.max_len})")
         x = self.embed_tokens(tokens)
         if self.embed_positions is not None:
             x = x + self.embed_positions(torch.arange(length, device=tokens.device))
-        x = self.dropout(x)
+        return self.dropout(x)
+
+    def forward(self, tokens: Tensor, padding_mask: Tensor | None = None, repr_layers: tuple[int, ...] = ()) -> dict:
+        """tokens ``[B, L]``; padding_mask bool ``[B, L]`` (True at padding; derived from ``pad_idx``
+        when None). Returns ``{"logits": [B, L, V], "representations": {layer: [B, L, E]}}``; layer 0
+        is the embedding output, layer ``num_layers`` the final (normed) hidden state."""
+        if padding_mask is None:
+            padding_mask = tokens.eq(self.config.pad_idx)
+        x = self._embed(tokens)
         mask = padding_mask if padding_mask.any() else None
         representations = {}
         if 0 in repr_layers:
@@ -120,6 +123,20 @@ class PerformerLM(nn.Module):
         if self.config.num_layers in repr_layers:
             representations[self.config.num_layers] = x
         return {"logits": self.lm_head(x), "representations": representations}
+
+    @torch.no_grad()
+    def attention_maps(self, tokens: Tensor, padding_mask: Tensor | None = None) -> Tensor:
+        """Every layer's attention matrix ``[B, layers, H, L, L]`` (FAVOR: the one its features imply).
+        Quadratic in L: meant for analysis and contact probes of windows up to a few thousand."""
+        if padding_mask is None:
+            padding_mask = tokens.eq(self.config.pad_idx)
+        mask = padding_mask if padding_mask.any() else None
+        x = self._embed(tokens)
+        maps = []
+        for block in self.blocks:
+            maps.append(block.attn.attention_matrix(block.attn_norm(x), mask, self.rotary))
+            x = block(x, mask, self.rotary)
+        return torch.stack(maps, dim=1)
 
     def favor_layers(self) -> list[FavorAttention]:
         return [m for m in self.modules() if isinstance(m, FavorAttention)]

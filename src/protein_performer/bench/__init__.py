@@ -1,0 +1,1 @@
+"""Benchmarks (``protein-performer bench ...``)."""
