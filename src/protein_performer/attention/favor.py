@@ -11,6 +11,7 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from .features import check_kernel, key_features, query_features
+from .fused import favor_positive
 from .linear import DEFAULT_CHUNK, linear_attention
 
 
@@ -48,9 +49,12 @@ def favor_attention(
         q, k, v = q.to(work), k.to(work), v.to(work)
         if key_padding_mask is not None:
             v = v.masked_fill(key_padding_mask[:, None, :, None], 0.0)
-        qf = query_features(q, projection, kernel)
-        kf = key_features(k, projection, kernel, key_padding_mask)
-        out = linear_attention(qf, kf, v, causal=causal, chunk=chunk_size)
+        if kernel == "softmax":  # the main path: features and attention in one function
+            out = favor_positive(q, k, v, projection, key_padding_mask=key_padding_mask, causal=causal, chunk=chunk_size)
+        else:
+            qf = query_features(q, projection, kernel)
+            kf = key_features(k, projection, kernel, key_padding_mask)
+            out = linear_attention(qf, kf, v, causal=causal, chunk=chunk_size)
     return out.to(out_dtype)
 
 

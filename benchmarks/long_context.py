@@ -1,0 +1,132 @@
+"""Long context: training throughput (tokens/s) and peak memory of a Performer against the same model
+with exact attention, at growing window lengths in the --concat regime; then how far each gets.
+
+    python benchmarks/long_context.py [--preset small] [--lengths 1024,2048,...] [--out runs/long_context]
+
+Each (model, length) runs in its own process: a few optimizer steps on packed windows of the
+embedded corpus (batch 1 window), timed after a warmup step; peak memory is the process's resident
+high-water mark minus its resident size before the first step. A model is not tried at longer
+lengths once a step exceeds --time-limit-s or the predicted memory exceeds --memory-limit-gb.
+Writes OUT/results.json and OUT/long_context.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def rss_mib() -> float:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS")
+
+
+def single(preset_name: str, attention: str, length: int, steps: int) -> dict:
+    import torch
+
+    from protein_performer.data import EncodedCorpus, PackedDataset
+    from protein_performer.model import PerformerLM, preset
+    from protein_performer.training.trainer import TrainConfig, lm_loss, make_collator, parameter_groups
+
+    corpus = EncodedCorpus.from_fasta(split="train")
+    data = PackedDataset(corpus, length, train=True, seed=0)
+    config = preset(preset_name, attention=attention, objective="mlm", dropout=0.0)
+    torch.manual_seed(0)
+    model = PerformerLM(config).train()
+    optimizer = torch.optim.AdamW(parameter_groups(model, 0.1), lr=1e-4)
+    collator = make_collator(config)
+    tc = TrainConfig()
+    base = rss_mib()
+    times = []
+    for step in range(steps + 1):
+        part = data.step_batch(step, 1)
+        batch = collator(part.samples, part.generators)
+        start = time.perf_counter()
+        loss, n, _ = lm_loss(model, batch, tc.precision)
+        (loss / n).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - start)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    step_s = sorted(times[1:])[len(times[1:]) // 2]
+    return {"attention": attention, "length": length, "step_s": step_s, "tokens_per_s": length / step_s,
+            "peak_mib": peak - base, "parameters": model.num_parameters()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--lengths", default="1024,2048,4096,8192,16384,32768")
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--time-limit-s", type=float, default=120)
+    parser.add_argument("--memory-limit-gb", type=float, default=16)
+    parser.add_argument("--out", default="runs/long_context")
+    parser.add_argument("--single", nargs=2, metavar=("ATTENTION", "LENGTH"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.single:
+        print(json.dumps(single(args.preset, args.single[0], int(args.single[1]), args.steps)))
+        return
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    results = []
+    for attention in ("favor", "softmax"):
+        previous = None
+        for length in map(int, args.lengths.split(",")):
+            if previous is not None:
+                growth = length / previous["length"]
+                exponent = 2 if attention == "softmax" else 1  # exact attention's time is quadratic in L
+                if previous["step_s"] * growth**exponent > args.time_limit_s:
+                    results.append({"attention": attention, "length": length, "skipped": f"predicted step time over {args.time_limit_s} s"})
+                    print(f"{attention} L={length}: skipped (time)", flush=True)
+                    break
+                if previous["peak_mib"] * growth > args.memory_limit_gb * 1024:
+                    results.append({"attention": attention, "length": length, "skipped": f"predicted memory over {args.memory_limit_gb} GB"})
+                    print(f"{attention} L={length}: skipped (memory)", flush=True)
+                    break
+            proc = subprocess.run([sys.executable, __file__, "--preset", args.preset, "--steps", str(args.steps),
+                                   "--single", attention, str(length)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                results.append({"attention": attention, "length": length, "skipped": f"failed: {proc.stderr.strip().splitlines()[-1:]}"})
+                break
+            row = json.loads(proc.stdout.strip().splitlines()[-1])
+            results.append(row)
+            previous = row
+            print(f"{attention} L={length}: {row['tokens_per_s']:.0f} tokens/s, step {row['step_s']:.2f} s, "
+                  f"peak {row['peak_mib']:.0f} MiB", flush=True)
+    (out / "results.json").write_text(json.dumps({"preset": args.preset, "rows": results}, indent=2) + "\n")
+    plot(results, out / "long_context.png")
+
+
+def plot(results: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for attention, label in (("favor", "Performer (FAVOR+)"), ("softmax", "Transformer (exact)")):
+        rows = [r for r in results if r["attention"] == attention and "skipped" not in r]
+        xs = [r["length"] for r in rows]
+        axes[0].plot(xs, [r["tokens_per_s"] for r in rows], "o-", label=label)
+        axes[1].plot(xs, [r["peak_mib"] for r in rows], "o-", label=label)
+    for ax, ylabel in zip(axes, ("training tokens / s", "peak memory above start (MiB)")):
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("window length L")
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+if __name__ == "__main__":
+    main()
