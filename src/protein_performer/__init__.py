@@ -9,3 +9,14 @@ os.environ.setdefault("MKL_DYNAMIC", "FALSE")
 os.environ.setdefault("OMP_DYNAMIC", "FALSE")
 
 __version__ = "0.1.0"
+
+
+def load(path):
+    """A trained model directory (``config.json`` + ``model.safetensors``) → a
+    :class:`~protein_performer.inference.ProteinLanguageModel` in eval mode, with ``.alphabet``.
+
+    Imported here lazily: ``import protein_performer`` stays light (and sets the variables above
+    before torch loads)."""
+    from .inference import load as _load
+
+    return _load(path)

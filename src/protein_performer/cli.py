@@ -95,6 +95,109 @@ def _evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _load_model(checkpoint: str):
+    from .inference import load
+
+    try:
+        return load(checkpoint)
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(str(err)) from None
+
+
+def _embed(args: argparse.Namespace) -> int:
+    from .inference import write_embeddings
+
+    plm = _load_model(args.checkpoint)
+    try:
+        stats = write_embeddings(plm, args.fasta, args.out, layers=args.layers, per_residue=args.per_residue,
+                                 tokens_per_batch=args.tokens_per_batch, precision=args.precision, progress=not args.quiet)
+    except (FileNotFoundError, ValueError, OSError) as err:  # FastaError is a ValueError; OSError: the output file
+        raise UserError(str(err)) from None
+    print(f"embedded {stats.written} sequences ({stats.residues:,} residues) in {stats.seconds:.1f} s, "
+          f"skipped {stats.skipped} already in {args.out}")
+    return 0
+
+
+def _fill_mask(args: argparse.Namespace) -> int:
+    import json
+
+    plm = _load_model(args.checkpoint)
+    try:
+        predictions = plm.fill_mask(args.sequence, args.top_k)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    if args.json:
+        print(json.dumps([p.as_dict() for p in predictions]))
+    else:
+        for p in predictions:
+            print(f"position {p.position}: " + "  ".join(f"{r} {q:.4f}" for r, q in zip(p.residues, p.probabilities)))
+    return 0
+
+
+def _score(args: argparse.Namespace) -> int:
+    import csv
+
+    from .inference import parse_mutations, read_mutations_csv
+
+    if not (args.mutations or args.mutations_csv or args.pseudo_perplexity):
+        raise UserError("nothing to score: give --mutations A23G,L45P, --mutations-csv FILE or --pseudo-perplexity")
+    plm = _load_model(args.checkpoint)
+    rows: list[dict[str, str]] = []
+    fields = ["mutant"]
+    try:
+        plm.tokenize(args.sequence)  # an invalid letter is reported before any mutation
+        if args.mutations_csv:
+            rows, mutants = read_mutations_csv(args.mutations_csv)
+            fields = list(rows[0].keys())
+            if "score" in fields:
+                raise ValueError(f"{args.mutations_csv} already has a 'score' column: rename it")
+        elif args.mutations:
+            mutants = parse_mutations(args.mutations)
+            rows = [{"mutant": str(m)} for m in mutants]
+        if rows:
+            scores = plm.score_mutations(args.sequence, mutants, tokens_per_batch=args.tokens_per_batch)
+        pppl = plm.pseudo_perplexity(args.sequence, tokens_per_batch=args.tokens_per_batch) if args.pseudo_perplexity else None
+    except (FileNotFoundError, ValueError) as err:  # MutationError is a ValueError
+        raise UserError(str(err)) from None
+    if rows:
+        handle = open(args.out, "w", newline="") if args.out else sys.stdout
+        writer = csv.DictWriter(handle, fieldnames=[*fields, "score"], lineterminator="\n")
+        writer.writeheader()
+        for row, score in zip(rows, scores.tolist()):
+            writer.writerow({**row, "score": f"{score:.6f}"})
+        if args.out:
+            handle.close()
+    if pppl is not None:
+        # beside a CSV on stdout, the pseudo-perplexity goes to stderr so that the CSV stays clean
+        print(f"pseudo-perplexity: {pppl:.4f}", file=sys.stderr if rows and not args.out else sys.stdout)
+    return 0
+
+
+def _probe(args: argparse.Namespace) -> int:
+    import json
+
+    from .inference import read_chains, run_probes
+
+    plm = _load_model(args.checkpoint)
+    try:
+        chains = read_chains(args.data)
+        result = run_probes(plm, chains, layer=args.layer, contact_features=args.contact_features, max_length=args.max_length,
+                            tokens_per_batch=args.tokens_per_batch)
+    except (FileNotFoundError, ValueError) as err:
+        raise UserError(str(err)) from None
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"{result['chains_train']} train / {result['chains_test']} test chains "
+              f"({result['residues_train']:,} / {result['residues_test']:,} residues), layer {result['layer']}")
+        label = f"contacts, top-L/5 |i-j|>=24 ({result['contact_features']})"
+        print(f"{'':46}{'model':>8}{'baseline':>10}")
+        print(f"{'secondary structure Q3':46}{result['q3']:>8.4f}{result['q3_baseline']:>10.4f}")
+        print(f"{'secondary structure Q8':46}{result['q8']:>8.4f}{result['q8_baseline']:>10.4f}")
+        print(f"{label:46}{result['contact_precision']:>8.4f}{result['contact_baseline']:>10.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="protein-performer", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -136,6 +239,45 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seq-len", type=int, help="crop length (default: the training --seq-len)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     ev.set_defaults(func=_evaluate)
+
+    emb = sub.add_parser("embed", help="embeddings of a FASTA file into HDF5, one group per sequence id")
+    emb.add_argument("--checkpoint", required=True, help="model directory (config.json + model.safetensors)")
+    emb.add_argument("--fasta", required=True, help="FASTA file (plain or .gz)")
+    emb.add_argument("--out", required=True, help="HDF5 file; ids already complete in it are skipped")
+    emb.add_argument("--per-residue", action="store_true", help="also store the [L, E] per-residue embeddings")
+    emb.add_argument("--layers", type=int, nargs="+", default=[-1], help="layer indices (0: embedding, -1: final; default -1)")
+    emb.add_argument("--tokens-per-batch", type=int, default=16384, help="token budget of a batch (a longer sequence runs alone)")
+    emb.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
+    emb.add_argument("--quiet", action="store_true", help="no progress bar")
+    emb.set_defaults(func=_embed)
+
+    fill = sub.add_parser("fill-mask", help="most likely residues at each <mask> of a sequence")
+    fill.add_argument("--checkpoint", required=True, help="model directory")
+    fill.add_argument("--sequence", required=True, help='sequence with <mask> tokens, e.g. "MKT<mask>LL"')
+    fill.add_argument("--top-k", type=int, default=5)
+    fill.add_argument("--json", action="store_true", help="print one JSON list")
+    fill.set_defaults(func=_fill_mask)
+
+    score = sub.add_parser("score", help="masked-marginal variant scores log p(mutant) - log p(wild type); pseudo-perplexity")
+    score.add_argument("--checkpoint", required=True, help="model directory")
+    score.add_argument("--sequence", required=True, help="wild-type sequence")
+    which = score.add_mutually_exclusive_group()
+    which.add_argument("--mutations", help="comma-separated, 1-based, e.g. A23G,L45P,A23G:L45P (':' joins a multi-mutant)")
+    which.add_argument("--mutations-csv", help="CSV file with a 'mutant' column (fair-esm convention)")
+    score.add_argument("--pseudo-perplexity", action="store_true", help="also print the sequence's pseudo-perplexity")
+    score.add_argument("--out", help="write the scores CSV here instead of stdout")
+    score.add_argument("--tokens-per-batch", type=int, default=16384)
+    score.set_defaults(func=_score)
+
+    probe = sub.add_parser("probe", help="secondary-structure and contact probes of frozen embeddings, beside baselines")
+    probe.add_argument("--checkpoint", required=True, help="model directory")
+    probe.add_argument("--data", required=True, help="JSON lines like data/pdb_ss_dev_slice.jsonl.gz")
+    probe.add_argument("--layer", type=int, default=-1, help="layer of the secondary-structure probe (default -1: final)")
+    probe.add_argument("--contact-features", choices=["attention", "embedding"], default="attention")
+    probe.add_argument("--max-length", type=int, default=1024, help="crop chains to this length for the contact probe")
+    probe.add_argument("--tokens-per-batch", type=int, default=16384)
+    probe.add_argument("--json", action="store_true", help="print one JSON object")
+    probe.set_defaults(func=_probe)
 
     bench = sub.add_parser("bench", help="run a benchmark (see `protein-performer bench attention --help`)", add_help=False)
     bench.add_argument("what", choices=["attention"])

@@ -1,0 +1,123 @@
+"""Mutation strings as deep-mutational-scanning files write them: ``A23G`` (wild type, 1-based
+position, mutant) and multi-mutants joined by ``:`` (``A23G:L45P``), the fair-esm convention.
+
+Every problem is one :class:`MutationError` (a ``ValueError``) naming the mutation and the fix.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..data import STANDARD_AMINO_ACIDS
+
+_SUBSTITUTION = re.compile(r"^([A-Za-z])([0-9]+)([A-Za-z])$")
+
+
+class MutationError(ValueError):
+    """A malformed mutation, or one that does not fit the sequence."""
+
+
+@dataclass(frozen=True)
+class Substitution:
+    """One amino-acid change: ``wild_type`` at 1-based ``position`` becomes ``mutant``."""
+
+    wild_type: str
+    position: int
+    mutant: str
+
+    @property
+    def index(self) -> int:
+        """0-based position in the sequence."""
+        return self.position - 1
+
+    def __str__(self) -> str:
+        return f"{self.wild_type}{self.position}{self.mutant}"
+
+
+@dataclass(frozen=True)
+class Mutant:
+    """A variant of the wild-type sequence: one or more substitutions at distinct positions."""
+
+    substitutions: tuple[Substitution, ...]
+
+    def __str__(self) -> str:
+        return ":".join(str(s) for s in self.substitutions)
+
+    def check(self, sequence: str) -> None:
+        """Raise :class:`MutationError` unless every site lies inside ``sequence`` and its wild-type
+        letter matches."""
+        for s in self.substitutions:
+            if not 1 <= s.position <= len(sequence):
+                raise MutationError(f"{self}: position {s.position} is outside the sequence (1..{len(sequence)})")
+            found = sequence[s.index].upper()
+            if found != s.wild_type:
+                raise MutationError(f"{self}: position {s.position} is {found}, not {s.wild_type}")
+
+    def apply(self, sequence: str) -> str:
+        """The mutant sequence (after :meth:`check`)."""
+        self.check(sequence)
+        letters = list(sequence.upper())
+        for s in self.substitutions:
+            letters[s.index] = s.mutant
+        return "".join(letters)
+
+
+def parse_substitution(text: str) -> Substitution:
+    """``"A23G"`` → ``Substitution("A", 23, "G")``; both letters among the 20 standard amino acids."""
+    match = _SUBSTITUTION.match(text.strip())
+    if match is None:
+        raise MutationError(f"malformed mutation {text!r}: write wild type, 1-based position, mutant, e.g. A23G")
+    wild_type, position, mutant = match.group(1).upper(), int(match.group(2)), match.group(3).upper()
+    for role, letter in (("wild-type", wild_type), ("mutant", mutant)):
+        if letter not in STANDARD_AMINO_ACIDS:
+            raise MutationError(f"{text}: {role} letter {letter!r} is not one of the 20 standard amino acids "
+                                f"{STANDARD_AMINO_ACIDS}")
+    if position < 1:
+        raise MutationError(f"{text}: positions are 1-based, {position} is not a position")
+    return Substitution(wild_type, position, mutant)
+
+
+def parse_mutant(text: str) -> Mutant:
+    """``"A23G:L45P"`` → a :class:`Mutant` with two substitutions (at distinct positions)."""
+    if not text.strip():
+        raise MutationError("empty mutation: write e.g. A23G, or A23G:L45P for a multi-mutant")
+    substitutions = tuple(parse_substitution(part) for part in text.strip().split(":"))
+    positions = [s.position for s in substitutions]
+    if len(set(positions)) != len(positions):
+        raise MutationError(f"{text}: a multi-mutant changes each position at most once")
+    return Mutant(substitutions)
+
+
+def parse_mutations(text: str) -> list[Mutant]:
+    """A comma-separated list, ``"A23G,L45P,A23G:L45P"`` → three mutants."""
+    parts = [p for p in text.split(",") if p.strip()]
+    if not parts:
+        raise MutationError("no mutations given: write e.g. --mutations A23G,L45P")
+    return [parse_mutant(p) for p in parts]
+
+
+def read_mutations_csv(path: str | os.PathLike, column: str = "mutant") -> tuple[list[dict[str, str]], list[Mutant]]:
+    """Rows of a CSV file and the mutants of its ``column`` (fair-esm's ``mutant`` column by default).
+
+    Errors name the file and line."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: --mutations-csv takes a CSV file with a {column!r} column")
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None or column not in reader.fieldnames:
+            raise MutationError(f"{path}: no {column!r} column in the header (found {reader.fieldnames or 'nothing'})")
+        rows, mutants = [], []
+        for row in reader:
+            try:
+                mutants.append(parse_mutant(row[column] or ""))
+            except MutationError as err:
+                raise MutationError(f"{path}, line {reader.line_num}: {err}") from None
+            rows.append(row)
+    if not rows:
+        raise MutationError(f"{path}: no mutations (the file has a header but no rows)")
+    return rows, mutants
