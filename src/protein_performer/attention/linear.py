@@ -33,19 +33,26 @@ def causal_product(q: Tensor, k: Tensor, v: Tensor, *, chunk: int = DEFAULT_CHUN
     kc = k.unflatten(-2, (n, c))
     vc = v.unflatten(-2, (n, c))  # [..., N, C, D]
 
+    # Across chunks: the state each chunk sees, Σ k_j v_jᵀ over the chunks before it (after it when
+    # reversed): an exclusive prefix sum over the N per-chunk states, accumulated chunk by chunk in
+    # place (torch.cumsum over this non-innermost axis runs at a fraction of memory bandwidth).
+    states = torch.matmul(kc.transpose(-1, -2), vc)  # [..., N, M, D]
+    carried = torch.empty_like(states)
+    order = range(n - 1, -1, -1) if reverse else range(n)
+    previous = None
+    for i in order:
+        if previous is None:
+            carried[..., i, :, :].zero_()
+        else:
+            torch.add(carried[..., previous, :, :], states[..., previous, :, :], out=carried[..., i, :, :])
+        previous = i
+    out = torch.matmul(qc, carried)  # [..., N, C, D]
+    del states, carried
+    # Within chunks: the masked C×C product, added in place (no second [L, D] temporary).
     scores = torch.matmul(qc, kc.transpose(-1, -2))  # [..., N, C, C]
     scores = scores.triu_() if reverse else scores.tril_()
-    out = torch.matmul(scores, vc)  # [..., N, C, D]
+    out.view(-1, c, out.shape[-1]).baddbmm_(scores.view(-1, c, c), vc.reshape(-1, c, vc.shape[-1]))
     del scores
-
-    if n > 1:
-        states = torch.matmul(kc.transpose(-1, -2), vc)  # [..., N, M, D]: Σ over each chunk
-        if reverse:  # state seen by chunk c: Σ over chunks after c
-            carried = states[..., 1:, :, :].flip(-3).cumsum(-3).flip(-3)
-            out[..., :-1, :, :] += torch.matmul(qc[..., :-1, :, :], carried)
-        else:  # state seen by chunk c: Σ over chunks before c
-            carried = states[..., :-1, :, :].cumsum(-3)
-            out[..., 1:, :, :] += torch.matmul(qc[..., 1:, :, :], carried)
     out = out.flatten(-3, -2)
     return out[..., :length, :] if pad else out
 

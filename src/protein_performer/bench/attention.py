@@ -12,14 +12,17 @@ Measured for every sequence length L, dtype and direction (bidirectional / causa
 
 Per configuration: forward time (under ``torch.no_grad``, i.e. inference) and forward+backward time
 (inputs require grad, backward from a fixed random output gradient), each the median over repeats
-after a warmup; peak memory above the baseline with inputs allocated; minor page faults and
-user/system CPU time per run.
+after a warmup; peak memory above the baseline with inputs allocated (from a separate run, see below);
+minor page faults and user/system CPU time per run. A configuration whose run takes longer than
+``--slow-run-s`` is warmed up at a small length and timed once (that run also gives the peak).
 
 Every configuration runs in a fresh process (forked from a ``multiprocessing`` forkserver that has
 only imported the libraries, so no allocator or thread-pool state is shared between configurations).
 On CPU the peak is the resident-set high-water mark (``VmHWM``, reset through ``/proc/self/clear_refs``
 after ``malloc_trim``) minus the resident set just before the run; on CUDA it is
-``torch.cuda.max_memory_allocated`` minus the memory allocated before the run.
+``torch.cuda.max_memory_allocated`` minus the memory allocated before the run. The trim returns freed
+heap pages to the kernel, so that run re-faults them: timing runs are therefore separate runs without
+the trim (steady state, as in a training loop); the memory run's own time is kept as ``memory_run``.
 
 A method whose predicted peak (extrapolated log-log from the lengths already measured, plus inputs and
 gradients) would exceed ``--memory-limit-gb``, or whose predicted single forward+backward run would
@@ -34,9 +37,11 @@ elementwise work such as exp not counted), per batch element and head:
   scores·[V 1] ``2·L·C·(d+1)`` (the full C×C block, as executed), inter-chunk states and the product
   with the carried state ``2·L·M·(d+1)`` each.
 - ours backward: the input gradients of the two projections (the projection needs no gradient:
-  ``2·L·M·d`` each) plus twice the attention products (the usual two products per forward product;
-  exactly what the chunked causal backward executes, while the bidirectional backward executes one
-  more ``2·L·M·(d+1)`` product to recompute K′ᵀ[V 1] that is not counted).
+  ``2·L·M·d`` each) plus twice the attention products (the usual two products per forward product).
+  This is implementation-independent, so versions compare on the same count. It equals what the
+  bidirectional backward executes; the chunked causal backward executes three chunked causal products
+  (grad q, grad k, grad v), one more than counted, so causal GFLOP/s understate executed throughput
+  (at L=16384 the profiler counts 95.0 GFLOP for fwd+bwd against 75.7 by this convention).
 - sdpa: forward ``4·L²·d`` (causal half of it), backward 2.5× forward (flash backward).
 
 Run ``python -m protein_performer.bench.attention --help`` or ``protein-performer bench attention``.
@@ -136,7 +141,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--time-limit-s", type=float, default=None,
                    help="skip a method at lengths where its predicted forward+backward run exceeds this (default 120; 1 with --quick)")
     p.add_argument("--quiet-wait-s", type=float, default=None,
-                   help="before each configuration wait up to this long for other processes to leave the CPU idle (default 60; 5 with --quick)")
+                   help="before each configuration wait up to this long for other processes to leave the CPU idle (default 60; 0 = do not wait, the default with --quick)")
     p.add_argument("--retries", type=int, default=None,
                    help="re-run a configuration during which other processes used over 10%% of the CPU this many times, "
                    "keeping the least disturbed measurement (default 1; 0 with --quick)")
@@ -146,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help=f"output directory (default {DEFAULT_OUT})")
     p.add_argument("--quick", action="store_true", help="small sizes (L=256..2048), 1 repeat, float32 only: well under a minute")
     p.add_argument("--no-plot", action="store_true", help="do not write the PNG")
+    p.add_argument("--update", action="store_true",
+                   help="merge into an existing OUT/results.json: the configurations measured now replace the same ones there, "
+                   "the others are kept (e.g. to re-measure one method after a change)")
     p.add_argument("--profile", type=int, default=None, metavar="L",
                    help="instead of the benchmark, profile ours forward+backward at length L (both directions, first dtype) with "
                    "torch.profiler and report matmul throughput")
@@ -202,6 +210,28 @@ def _cpu_ticks() -> dict[str, float] | None:
     user, nice, system, _idle, _iowait, irq, softirq = fields[:7]
     steal = fields[7] if len(fields) > 7 else 0
     return {"busy": (user + nice + system + irq + softirq) / hz, "steal": steal / hz}
+
+
+def attention_source() -> dict[str, Any]:
+    """Identity of the attention code being measured: sha256 over ``protein_performer/attention/*.py``,
+    and the git commit of the checkout with whether that directory has uncommitted changes."""
+    import hashlib
+    import subprocess
+
+    import protein_performer.attention as pkg
+
+    root = Path(pkg.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for f in sorted(root.glob("*.py")):
+        digest.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
+    info: dict[str, Any] = {"sha256": digest.hexdigest()[:16]}
+    with contextlib.suppress(Exception):
+        run = lambda *a: subprocess.run(["git", *a], cwd=root, capture_output=True, text=True, timeout=10)  # noqa: E731
+        head = run("rev-parse", "--short", "HEAD")
+        if head.returncode == 0:
+            info["git_commit"] = head.stdout.strip()
+            info["git_dirty"] = bool(run("status", "--porcelain", "--", ".").stdout.strip())
+    return info
 
 
 def _dtype(name: str):
@@ -282,31 +312,38 @@ def _make_method(spec: dict[str, Any], device) -> Callable:
 # one configuration (runs in a fresh process)
 
 
-def _measure(run: Callable[[], None], prepare: Callable[[], None], device) -> dict[str, float]:
+def _measure(run: Callable[[], None], prepare: Callable[[], None], device, *, memory: bool) -> dict[str, Any]:
+    """One run: wall time, page faults, CPU time; with ``memory=True`` also the peak above the current
+    footprint. On CPU that run starts from a trimmed heap (``malloc_trim``) so that the high-water mark
+    sees every byte the run needs, which also makes it a cold-allocator run: timing runs skip it."""
     import torch
 
     prepare()
     gc.collect()
     cuda = device.type == "cuda"
-    if cuda:
-        _sync(device)
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    else:
-        _malloc_trim()
-        hwm_ok = _reset_hwm()
-        base = _proc_status("VmRSS") or 0
+    base, hwm_ok = 0, False
+    if memory:
+        if cuda:
+            _sync(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+        else:
+            _malloc_trim()
+            hwm_ok = _reset_hwm()
+            base = _proc_status("VmRSS") or 0
     r0 = resource.getrusage(resource.RUSAGE_SELF)
     t0 = time.perf_counter()
     run()
     _sync(device)
     t1 = time.perf_counter()
     r1 = resource.getrusage(resource.RUSAGE_SELF)
-    if cuda:
-        peak = torch.cuda.max_memory_allocated(device) - base
-    else:
-        hwm = _proc_status("VmHWM") if hwm_ok else None
-        peak = (hwm - base) if hwm is not None else float("nan")
+    peak = None
+    if memory:
+        if cuda:
+            peak = torch.cuda.max_memory_allocated(device) - base
+        else:
+            hwm = _proc_status("VmHWM") if hwm_ok else None
+            peak = (hwm - base) if hwm is not None else float("nan")
     return {
         "time_s": t1 - t0,
         "peak_bytes": peak,
@@ -317,11 +354,13 @@ def _measure(run: Callable[[], None], prepare: Callable[[], None], device) -> di
     }
 
 
-def _summary(runs: list[dict[str, float]]) -> dict[str, Any]:
+def _summary(runs: list[dict[str, Any]], mem: dict[str, Any]) -> dict[str, Any]:
     return {
         "median_s": statistics.median(r["time_s"] for r in runs),
+        "min_s": min(r["time_s"] for r in runs),
         "times_s": [r["time_s"] for r in runs],
-        "peak_bytes": max(r["peak_bytes"] for r in runs),
+        "peak_bytes": mem["peak_bytes"],
+        "memory_run": {k: mem[k] for k in ("time_s", "minflt", "stime_s")},
         "minflt": int(statistics.median(r["minflt"] for r in runs)),
         "majflt": int(statistics.median(r["majflt"] for r in runs)),
         "utime_s": statistics.median(r["utime_s"] for r in runs),
@@ -347,6 +386,7 @@ def run_single(spec: dict[str, Any]) -> dict[str, Any]:
     dtype = _dtype(spec["dtype"])
     b, h, d, length = spec["batch"], spec["heads"], spec["head_dim"], spec["length"]
     fn = _make_method(spec, device)
+    source = attention_source()["sha256"] if spec["method"] == "ours" else None
     gen = torch.Generator(device="cpu").manual_seed(spec["seed"])
 
     def inputs(n: int):
@@ -384,24 +424,30 @@ def run_single(spec: dict[str, Any]) -> dict[str, Any]:
     repeats = 1 if slow else spec["repeats"]
     warm = None
     if not slow:
-        warm = _measure(fwd_bwd, clear, device)
+        warm = _measure(fwd_bwd, clear, device, memory=False)
         if warm["time_s"] > spec["slow_run_s"]:
-            repeats = 1
-        _measure(fwd, clear, device)
-    fb_runs = [_measure(fwd_bwd, clear, device) for _ in range(repeats)]
-    fwd_runs = [_measure(fwd, clear, device) for _ in range(repeats)]
+            slow, repeats = True, 1
+        _measure(fwd, clear, device, memory=False)
+    # Peak memory from its own run (trimmed heap); time from runs that leave the allocator as a training
+    # loop would. A slow configuration gets one run for both (the trim costs little next to > slow_run_s).
+    fb_mem = _measure(fwd_bwd, clear, device, memory=True)
+    fb_runs = [fb_mem] if slow else [_measure(fwd_bwd, clear, device, memory=False) for _ in range(repeats)]
+    fwd_mem = _measure(fwd, clear, device, memory=True)
+    fwd_runs = [fwd_mem] if slow else [_measure(fwd, clear, device, memory=False) for _ in range(repeats)]
     clear()
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return {
         "status": "ok",
-        "fwd": _summary(fwd_runs),
-        "fwd_bwd": _summary(fb_runs),
+        "fwd": _summary(fwd_runs, fwd_mem),
+        "fwd_bwd": _summary(fb_runs, fb_mem),
         "warmup_fwd_bwd_s": None if warm is None else warm["time_s"],
         "warmup": warmup_note or "one full-size run of each",
         "input_bytes": 3 * q.numel() * q.element_size(),
         "process_cpu_s": usage.ru_utime + usage.ru_stime,
         "process_wall_s": time.perf_counter() - wall0,
         "threads": torch.get_num_threads(),
+        "attention_source": source,
+        "timing_protocol": 2,
     }
 
 
@@ -538,6 +584,8 @@ def _other_cpu(window_s: float) -> float | None:
 
 def wait_for_quiet(max_wait_s: float, threshold_cores: float = 0.25) -> dict[str, float]:
     """Wait (up to ``max_wait_s``) until other processes use under ``threshold_cores`` over 0.5 s."""
+    if max_wait_s <= 0:
+        return {}
     t0 = time.perf_counter()
     while True:
         other = _other_cpu(0.5)
@@ -589,6 +637,27 @@ class _Runner:
             load["other_cpu_s"] = max(0.0, busy - mine)
             load["steal_s"] = cpu1["steal"] - cpu0["steal"]
         return result, load
+
+
+def _merge_base(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """An existing results document extended by this run's settings (``--update``)."""
+    doc = dict(old)
+    oc, nc = old["config"], new["config"]
+    for key in ("batch", "heads", "head_dim", "features", "chunk_size", "device"):
+        if oc.get(key) != nc.get(key):
+            raise SystemExit(f"--update: {key} differs from the existing results ({oc.get(key)} there, {nc.get(key)} now)")
+    config = dict(oc)
+    config["lengths"] = sorted(set(oc["lengths"]) | set(nc["lengths"]))
+    for key, order in (("dtypes", DTYPES), ("directions", DIRECTIONS), ("methods", METHODS)):
+        config[key] = [x for x in order if x in set(oc[key]) | set(nc[key])]
+    doc["config"] = config
+    doc["matmul_runs"] = list(old.get("matmul_runs", [])) + list(new["matmul_runs"])
+    doc["matmul"] = {k: max((r[k] for r in doc["matmul_runs"] if k in r), key=lambda v: v["gflops"])
+                     for k, v in new["matmul"].items()}
+    doc["meta"] = dict(old["meta"])
+    doc["meta"].setdefault("updates", []).append({k: new["meta"][k] for k in ("started", "argv", "attention_source_start")})
+    doc["results"] = list(old["results"])
+    return doc
 
 
 def _row_key(r: dict[str, Any]) -> tuple:
@@ -711,6 +780,10 @@ def format_report(doc: dict[str, Any]) -> str:
         for direction, c in per.items():
             val = f"L ≈ {c['length']}" if c.get("length") else "-"
             out.append(f"  {dtype:8s} {direction:14s} {val:12s} ({c['note']})")
+    sources = sorted({r.get("attention_source") for r in rows if r["method"] == "ours" and r["status"] == "ok"} - {None})
+    if len(sources) > 1:
+        out.append(f"\n  WARNING: rows of ours were measured with {len(sources)} different versions of protein_performer/attention "
+                   f"({', '.join(sources)}; 'attention_source' in results.json): the attention code changed during the run")
     contended = [r for r in rows if r.get("load", {}).get("contended")]
     if contended:
         out.append(f"\n  warning: {len(contended)} configuration(s) ran while other processes used CPU (see 'load' in results.json): "
@@ -783,6 +856,22 @@ def _meta(args, device_name: str) -> dict[str, Any]:
     return meta
 
 
+_MATMUL_OPS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::addmm_", "aten::baddbmm", "aten::baddbmm_", "aten::addbmm", "aten::addbmm_")
+
+
+def _matmul_flops(name: str, shapes: list) -> int:
+    """FLOPs of one call from its input shapes, for the products the profiler does not count (in-place ones)."""
+    try:
+        if name in ("aten::mm", "aten::bmm"):
+            a, b = shapes[0], shapes[1]
+        else:  # addmm/baddbmm/addbmm (and in-place): self, then the two factors
+            a, b = shapes[1], shapes[2]
+        batch = math.prod(a[:-2])
+        return 2 * batch * a[-2] * a[-1] * b[-1]
+    except (IndexError, TypeError):
+        return 0
+
+
 def _profile(args, lengths_dtype: str) -> int:
     """torch.profiler of ours forward+backward at one length; matmul-only throughput from its FLOP counts."""
     import torch
@@ -802,6 +891,8 @@ def _profile(args, lengths_dtype: str) -> int:
     for t in (q, k, v):
         t.requires_grad_(True)
     args.out.mkdir(parents=True, exist_ok=True)
+    if device.type == "cpu":
+        wait_for_quiet(args.quiet_wait_s if args.quiet_wait_s is not None else 60.0)
     mm = matmul_throughput(args.device, args.threads, quick=False)
     peak = mm[f"{'float32'}_square"]["gflops"]
     print(f"plain matmul float32: {peak:.0f} GFLOP/s; FAVOR-shaped {mm['float32_favor_projection']['gflops']:.0f} GFLOP/s")
@@ -816,29 +907,33 @@ def _profile(args, lengths_dtype: str) -> int:
 
         step()
         _sync(device)
+        if device.type == "cpu":
+            wait_for_quiet(args.quiet_wait_s if args.quiet_wait_s is not None else 60.0)
         r0 = resource.getrusage(resource.RUSAGE_SELF)
         t0 = time.perf_counter()
-        with profile(activities=acts, with_flops=True, record_shapes=False) as prof:
+        with profile(activities=acts, with_flops=True, record_shapes=True) as prof:
             step()
             _sync(device)
         wall = time.perf_counter() - t0
         r1 = resource.getrusage(resource.RUSAGE_SELF)
         sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
         table = prof.key_averages().table(sort_by=sort, row_limit=25)
-        mm_ops = [e for e in prof.key_averages() if e.key in ("aten::mm", "aten::bmm", "aten::addmm", "aten::baddbmm")]
+        mm_ops = [e for e in prof.key_averages(group_by_input_shape=True) if e.key in _MATMUL_OPS]
         mm_time = sum(e.self_cpu_time_total for e in mm_ops) / 1e6  # µs → s
-        mm_flops = sum(e.flops for e in mm_ops)
+        mm_flops = sum(e.flops or _matmul_flops(e.key, e.input_shapes) * e.count for e in mm_ops)
         total_self = sum(e.self_cpu_time_total for e in prof.key_averages()) / 1e6
         _, counted = favor_flops(n, b, h, d, m, causal, args.chunk_size)
         lines = [
-            f"== ours {direction} fwd+bwd, L={n}, {lengths_dtype}, B={b} H={h} d={d} M={m}: wall {wall:.3f} s under the profiler, "
+            f"== ours {direction} fwd+bwd, L={n}, {lengths_dtype}, B={b} H={h} d={d} M={m}: wall {wall:.3f} s with the profiler "
+            f"(its start/stop included; self CPU total below is the op's own time), "
             f"user {r1.ru_utime - r0.ru_utime:.2f} s, system {r1.ru_stime - r0.ru_stime:.2f} s, "
             f"{(r1.ru_minflt - r0.ru_minflt) / 1e3:.0f}k minor faults ==",
             table,
-            f"matrix products (aten::mm/bmm/addmm/baddbmm): {mm_time:.3f} s self CPU of {total_self:.3f} s total self CPU "
+            f"matrix products ({'/'.join(sorted({e.key.removeprefix('aten::') for e in mm_ops}))}): {mm_time:.3f} s self CPU of {total_self:.3f} s total self CPU "
             f"({100 * mm_time / max(total_self, 1e-9):.0f}%), {mm_flops / 1e9:.1f} GFLOP (profiler count; convention count "
             f"{counted / 1e9:.1f}) → {mm_flops / max(mm_time, 1e-9) / 1e9:.0f} GFLOP/s = "
-            f"{100 * mm_flops / max(mm_time, 1e-9) / 1e9 / peak:.0f}% of plain matmul; whole op {counted / wall / 1e9:.0f} GFLOP/s",
+            f"{100 * mm_flops / max(mm_time, 1e-9) / 1e9 / peak:.0f}% of plain matmul; whole op {counted / max(total_self, 1e-9) / 1e9:.0f} "
+            f"GFLOP/s by the convention count over the self CPU total",
         ]
         text = "\n".join(lines)
         print(text)
@@ -858,7 +953,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.time_limit_s is None:
             args.time_limit_s = 1.0
         if args.quiet_wait_s is None:
-            args.quiet_wait_s = 5.0
+            args.quiet_wait_s = 0.0
         if args.retries is None:
             args.retries = 0
     else:
@@ -901,6 +996,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = _meta(args, args.device)
     meta["optional"] = {m: _available(m, args.device)[1] for m in ("performer", "fast-tr")}
     meta["skipped_methods"] = skipped_methods
+    meta["attention_source_start"] = attention_source()
     config = {
         "lengths": lengths, "dtypes": dtypes, "directions": args.directions, "methods": methods,
         "batch": args.batch, "heads": args.heads, "head_dim": args.head_dim, "features": args.features,
@@ -909,7 +1005,8 @@ def main(argv: list[str] | None = None) -> int:
         "threads": args.threads, "seed": args.seed, "quick": args.quick, "quiet_wait_s": args.quiet_wait_s, "retries": args.retries,
         "fwd": "forward under torch.no_grad (inference)",
         "fwd_bwd": "forward with inputs requiring grad, then backward from a fixed random output gradient",
-        "peak_memory": ("VmHWM - VmRSS before the run (malloc_trim + clear_refs reset), inputs excluded"
+        "timing_protocol": 2,  # 1 (before): every timed run preceded by malloc_trim; 2: timing runs without it
+        "peak_memory": ("VmHWM - VmRSS before a dedicated run (malloc_trim + clear_refs reset), inputs excluded"
                         if device_type == "cpu" else "torch.cuda.max_memory_allocated - memory_allocated before the run"),
         "flop_convention": "see module docstring of protein_performer.bench.attention",
     }
@@ -929,6 +1026,10 @@ def main(argv: list[str] | None = None) -> int:
     matmul_runs = [measure_matmul("start")]
     doc: dict[str, Any] = {"meta": meta, "config": config, "matmul": best_matmul(matmul_runs), "matmul_runs": matmul_runs,
                            "results": [], "crossover": {}}
+    if args.update and results_path.exists():
+        doc = _merge_base(json.loads(results_path.read_text()), doc)
+        matmul_runs = doc["matmul_runs"]
+        config = doc["config"]
 
     def save() -> None:
         tmp = results_path.with_suffix(".json.tmp")
@@ -950,6 +1051,7 @@ def main(argv: list[str] | None = None) -> int:
                     row: dict[str, Any] = {"method": method, "direction": direction, "dtype": dtype, "length": n}
                     if method == "fast-tr" and direction != "causal":
                         continue  # causal-only kernel
+                    doc["results"] = [r for r in doc["results"] if _row_key(r) != _row_key(row)]
                     input_bytes = 2 * 3 * args.batch * args.heads * n * args.head_dim * element[dtype]  # q,k,v and their grads
                     pred_t = _predict(t_points, n, min_slope=2.0 if method == "sdpa" else 1.0)
                     pred_m = _predict(m_points, n, min_slope=1.0)
@@ -1017,10 +1119,11 @@ def main(argv: list[str] | None = None) -> int:
                     save()
     matmul_runs.append(measure_matmul("end"))
     doc["matmul"] = best_matmul(matmul_runs)
-    doc["crossover"] = {dt: {dr: _crossover(doc["results"], dt, dr) for dr in args.directions} for dt in dtypes}
+    doc["crossover"] = {dt: {dr: _crossover(doc["results"], dt, dr) for dr in doc["config"]["directions"]} for dt in doc["config"]["dtypes"]}
     doc["meta"]["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     doc["meta"]["total_s"] = time.perf_counter() - start
     doc["meta"]["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    doc["meta"]["attention_source_end"] = attention_source()
     report = format_report(doc)
     doc["report"] = report
     save()
