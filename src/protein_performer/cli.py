@@ -54,7 +54,7 @@ def _train(args: argparse.Namespace) -> int:
             train_overrides = {k: v for k, v in {
                 "data": args.data, "seq_len": args.seq_len, "batch_size": args.batch_size, "micro_batch_size": args.micro_batch_size,
                 "max_steps": args.max_steps, "lr": args.lr, "warmup_steps": args.warmup_steps, "save_every": args.save_every,
-                "eval_every": args.eval_every, "seed": args.seed, "precision": args.precision,
+                "eval_every": args.eval_every, "eval_sequences": args.eval_sequences, "seed": args.seed, "precision": args.precision,
             }.items() if v is not None}
             tc = TrainConfig(**train_overrides, concat=args.concat)
             if model_config.positions == "learned" and tc.seq_len > model_config.max_len:
@@ -224,6 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--precision", choices=["bf16", "fp32"])
     train.add_argument("--save-every", type=int)
     train.add_argument("--eval-every", type=int)
+    train.add_argument("--eval-sequences", type=int, help="validation samples per evaluation (default 256)")
     train.add_argument("--seed", type=int)
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last complete checkpoint")
     train.add_argument("--init-from", help="start from the weights of this model directory (fine-tuning)")
