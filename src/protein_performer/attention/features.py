@@ -55,7 +55,7 @@ def random_features(x: Tensor, projection: Tensor, kernel: str = "softmax") -> T
     return torch.exp(h) * torch.cat([torch.cos(proj), torch.sin(proj)], dim=-1) / math.sqrt(m)
 
 
-def _finite(stab: Tensor) -> Tensor:
+def finite_or_zero(stab: Tensor) -> Tensor:
     """A stabilizer of 0 where every key is padding (its features are then all zero)."""
     return stab.masked_fill(~torch.isfinite(stab), 0.0)
 
@@ -93,10 +93,10 @@ def key_features(k: Tensor, projection: Tensor, kernel: str = "softmax", key_pad
         h = _half_sq_norm(k)
         if pad is not None:
             h = h.masked_fill(pad, -math.inf)
-        scale = torch.exp(h - _finite(h.detach().amax(dim=-2, keepdim=True)))  # exp(‖k̃‖²/2 − max_j ‖k̃_j‖²/2)
+        scale = torch.exp(h - finite_or_zero(h.detach().amax(dim=-2, keepdim=True)))  # exp(‖k̃‖²/2 − max_j ‖k̃_j‖²/2)
         return torch.cat([torch.cos(proj), torch.sin(proj)], dim=-1) * scale
     proj = _signed(proj, kernel).sub_(_half_sq_norm(k))
     if pad is not None:
         proj = proj.masked_fill_(pad, -math.inf)
-    stab = _finite(proj.detach().amax(dim=(-2, -1), keepdim=True))  # one constant per (batch, head)
+    stab = finite_or_zero(proj.detach().amax(dim=(-2, -1), keepdim=True))  # one constant per (batch, head)
     return proj.sub_(stab).exp_()

@@ -18,11 +18,8 @@ import math
 import torch
 from torch import Tensor
 
+from .features import finite_or_zero
 from .linear import _normalize, _with_ones, causal_product
-
-
-def _finite(stab: Tensor) -> Tensor:
-    return stab.masked_fill(~torch.isfinite(stab), 0.0)
 
 
 class _FavorPositive(torch.autograd.Function):
@@ -37,7 +34,7 @@ class _FavorPositive(torch.autograd.Function):
         kf.sub_(k.pow(2).sum(-1, keepdim=True).mul_(0.5 / math.sqrt(d)))
         if pad is not None:
             kf.masked_fill_(pad, -math.inf)
-        kf.sub_(_finite(kf.amax(dim=(-2, -1), keepdim=True))).exp_()
+        kf.sub_(finite_or_zero(kf.amax(dim=(-2, -1), keepdim=True))).exp_()
         ve = _with_ones(v)  # [B, H, L, D+1]: the normalizer rides along as a ones column
         state = None
         if causal:
