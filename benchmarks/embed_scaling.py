@@ -24,6 +24,8 @@ import sys
 import time
 from pathlib import Path
 
+from protein_performer.bench.plots import plot_scaling
+
 
 def rss_mib() -> float:
     with open("/proc/self/status") as f:
@@ -131,28 +133,9 @@ def main() -> None:
 
 
 def plot(results: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for attention, label in (("favor", "Performer (FAVOR+)"), ("softmax", "exact attention, same weights")):
-        rows = [r for r in results if r["attention"] == attention and "skipped" not in r]
-        xs = [r["length"] for r in rows]
-        axes[0].plot(xs, [r["residues_per_s"] for r in rows], "o-", label=label)
-        axes[1].plot(xs, [r["peak_rss_mib"] for r in rows], "o-", label=label)
-    axes[1].axhline(4096, color="gray", ls="--", lw=1, label="4 GiB")
-    axes[1].axvline(34350, color="gray", ls=":", lw=1, label="titin (34,350)")
-    for ax, ylabel in zip(axes, ("embedding residues / s", "peak resident memory (MiB)")):
-        ax.set_xscale("log")
-        ax.set_yscale("log")
-        ax.set_xlabel("sequence length L (residues)")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    plot_scaling(results, path, panels=[("residues_per_s", "embedding residues / s"), ("peak_rss_mib", "peak resident memory (MiB)")],
+                 labels={"favor": "Performer (FAVOR+)", "softmax": "exact attention, same weights"},
+                 xlabel="sequence length L (residues)", marks=[("h", 4096, "4 GiB"), ("v", 34350, "titin (34,350)")])
 
 
 if __name__ == "__main__":

@@ -20,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 
+from protein_performer.bench.plots import plot_scaling
+
 
 def rss_mib() -> float:
     with open("/proc/self/status") as f:
@@ -106,26 +108,8 @@ def main() -> None:
 
 
 def plot(results: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for attention, label in (("favor", "Performer (FAVOR+)"), ("softmax", "Transformer (exact)")):
-        rows = [r for r in results if r["attention"] == attention and "skipped" not in r]
-        xs = [r["length"] for r in rows]
-        axes[0].plot(xs, [r["tokens_per_s"] for r in rows], "o-", label=label)
-        axes[1].plot(xs, [r["peak_mib"] for r in rows], "o-", label=label)
-    for ax, ylabel in zip(axes, ("training tokens / s", "peak memory above start (MiB)")):
-        ax.set_xscale("log", base=2)
-        ax.set_yscale("log")
-        ax.set_xlabel("window length L")
-        ax.set_ylabel(ylabel)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    plot_scaling(results, path, panels=[("tokens_per_s", "training tokens / s"), ("peak_mib", "peak memory above start (MiB)")],
+                 labels={"favor": "Performer (FAVOR+)", "softmax": "Transformer (exact)"}, xlabel="window length L")
 
 
 if __name__ == "__main__":
