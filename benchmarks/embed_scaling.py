@@ -19,12 +19,11 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from protein_performer.bench.plots import plot_scaling
+from protein_performer.bench.sweep import sweep
 
 
 def rss_mib() -> float:
@@ -99,33 +98,21 @@ def main() -> None:
     common = ["--preset", args.preset, "--repeats", str(args.repeats)]
     if args.checkpoint:
         common += ["--checkpoint", args.checkpoint]
-    results = []
-    for attention in args.attentions.split(","):
-        previous = None
-        for length in map(int, args.lengths.split(",")):
-            skipped = None
-            if previous is not None:
-                growth = length / previous["length"]
-                exponent = 2 if attention == "softmax" else 1  # exact attention's time is quadratic in L
-                above = previous["peak_above_model_mib"]
-                if previous["seconds"] * growth**exponent > args.time_limit_s:
-                    skipped = f"predicted time over {args.time_limit_s} s"
-                elif previous["peak_rss_mib"] - above + above * growth**exponent > args.memory_limit_gb * 1024:
-                    skipped = f"predicted memory over {args.memory_limit_gb} GB"
-            if skipped is None:
-                command = [sys.executable, __file__, *common, "--single", attention, str(length)]
-                proc = subprocess.run(command, capture_output=True, text=True)
-                if proc.returncode != 0:
-                    skipped = f"failed: {proc.stderr.strip().splitlines()[-1:]}"
-            if skipped is not None:
-                results.append({"attention": attention, "length": length, "skipped": skipped})
-                print(f"{attention} L={length}: {skipped}", flush=True)
-                break
-            row = json.loads(proc.stdout.strip().splitlines()[-1])
-            results.append(row)
-            previous = row
-            print(f"{attention} L={length}: {row['residues_per_s']:.0f} residues/s ({row['seconds']:.2f} s), peak RSS "
-                  f"{row['peak_rss_mib']:.0f} MiB ({row['peak_above_model_mib']:.0f} above the loaded model)", flush=True)
+
+    def predict_skip(previous: dict, length: int, attention: str) -> str | None:
+        growth = length / previous["length"]
+        exponent = 2 if attention == "softmax" else 1  # exact attention's time is quadratic in L
+        above = previous["peak_above_model_mib"]
+        if previous["seconds"] * growth**exponent > args.time_limit_s:
+            return f"predicted time over {args.time_limit_s} s"
+        if previous["peak_rss_mib"] - above + above * growth**exponent > args.memory_limit_gb * 1024:
+            return f"predicted memory over {args.memory_limit_gb} GB"
+        return None
+
+    results = sweep(__file__, common, args.attentions.split(","), list(map(int, args.lengths.split(","))),
+                    predict_skip=predict_skip,
+                    describe=lambda row: f"{row['residues_per_s']:.0f} residues/s ({row['seconds']:.2f} s), peak RSS "
+                                         f"{row['peak_rss_mib']:.0f} MiB ({row['peak_above_model_mib']:.0f} above the loaded model)")
     meta = {"preset": None if args.checkpoint else args.preset, "checkpoint": args.checkpoint, "repeats": args.repeats}
     (out / "results.json").write_text(json.dumps({**meta, "rows": results}, indent=2) + "\n")
     plot(results, out / "embed_scaling.png")

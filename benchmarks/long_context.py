@@ -15,12 +15,11 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 from protein_performer.bench.plots import plot_scaling
+from protein_performer.bench.sweep import sweep
 
 
 def rss_mib() -> float:
@@ -78,31 +77,19 @@ def main() -> None:
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    results = []
-    for attention in ("favor", "softmax"):
-        previous = None
-        for length in map(int, args.lengths.split(",")):
-            if previous is not None:
-                growth = length / previous["length"]
-                exponent = 2 if attention == "softmax" else 1  # exact attention's time is quadratic in L
-                if previous["step_s"] * growth**exponent > args.time_limit_s:
-                    results.append({"attention": attention, "length": length, "skipped": f"predicted step time over {args.time_limit_s} s"})
-                    print(f"{attention} L={length}: skipped (time)", flush=True)
-                    break
-                if previous["peak_mib"] * growth > args.memory_limit_gb * 1024:
-                    results.append({"attention": attention, "length": length, "skipped": f"predicted memory over {args.memory_limit_gb} GB"})
-                    print(f"{attention} L={length}: skipped (memory)", flush=True)
-                    break
-            proc = subprocess.run([sys.executable, __file__, "--preset", args.preset, "--steps", str(args.steps),
-                                   "--single", attention, str(length)], capture_output=True, text=True)
-            if proc.returncode != 0:
-                results.append({"attention": attention, "length": length, "skipped": f"failed: {proc.stderr.strip().splitlines()[-1:]}"})
-                break
-            row = json.loads(proc.stdout.strip().splitlines()[-1])
-            results.append(row)
-            previous = row
-            print(f"{attention} L={length}: {row['tokens_per_s']:.0f} tokens/s, step {row['step_s']:.2f} s, "
-                  f"peak {row['peak_mib']:.0f} MiB", flush=True)
+
+    def predict_skip(previous: dict, length: int, attention: str) -> str | None:
+        growth = length / previous["length"]
+        exponent = 2 if attention == "softmax" else 1  # exact attention's time is quadratic in L
+        if previous["step_s"] * growth**exponent > args.time_limit_s:
+            return f"predicted step time over {args.time_limit_s} s"
+        if previous["peak_mib"] * growth > args.memory_limit_gb * 1024:
+            return f"predicted memory over {args.memory_limit_gb} GB"
+        return None
+
+    results = sweep(__file__, ["--preset", args.preset, "--steps", str(args.steps)], ("favor", "softmax"),
+                    list(map(int, args.lengths.split(","))), predict_skip=predict_skip,
+                    describe=lambda row: f"{row['tokens_per_s']:.0f} tokens/s, step {row['step_s']:.2f} s, peak {row['peak_mib']:.0f} MiB")
     (out / "results.json").write_text(json.dumps({"preset": args.preset, "rows": results}, indent=2) + "\n")
     plot(results, out / "long_context.png")
 
