@@ -54,8 +54,7 @@ def main() -> None:
         config = preset(args.preset, objective=objective, attention=attention, kernel=kernel)
         started = time.perf_counter()
         if latest_checkpoint(run) is None or latest_checkpoint(run).name != f"step-{args.steps:07d}":
-            trainer = Trainer(run, config, tc, corpus=corpus)
-            trainer.resume()
+            trainer = Trainer(run, config, tc, corpus=corpus, resume=True)
             trainer.fit()
         seconds = time.perf_counter() - started
         test = evaluate(run, max_sequences=args.eval_sequences)

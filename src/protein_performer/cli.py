@@ -7,6 +7,7 @@ printed here as one line, with exit status 2 and no traceback.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -30,6 +31,7 @@ def _train(args: argparse.Namespace) -> int:
     from .model import PerformerConfig, preset
     from .training import TrainConfig, Trainer
     from .training.checkpoint import TRAIN_CONFIG, latest_checkpoint
+    from .training.distributed import from_env
 
     out = Path(args.out)
     existing = latest_checkpoint(out)
@@ -61,16 +63,24 @@ def _train(args: argparse.Namespace) -> int:
                 model_config = model_config.replace(max_len=tc.seq_len)
         tc.micro_batch_size = min(tc.micro_batch_size, tc.batch_size)
         corpus = EncodedCorpus.from_fasta(tc.data, skip_invalid=args.skip_invalid)
-        trainer = Trainer(out, model_config, tc, corpus=corpus, init_weights=Path(args.init_from) if args.init_from else None)
+        dist = from_env()
+        trainer = Trainer(out, model_config, tc, corpus=corpus, init_weights=Path(args.init_from) if args.init_from else None,
+                          resume=args.resume, dist=dist, fsdp=args.fsdp)
     except (FastaError, FileNotFoundError, ValueError, json.JSONDecodeError) as err:
         raise UserError(str(err)) from None
-    if args.resume and trainer.resume():
-        print(f"resuming {out} at step {trainer.step}", file=sys.stderr)
-    print(f"training {model_config.attention}/{model_config.kernel} {model_config.objective} model, "
-          f"{trainer.model.num_parameters():,} parameters, {len(trainer.train_data):,} training samples -> {out}", file=sys.stderr)
-    final = trainer.fit(progress=not args.quiet)
-    if final:
-        print(f"validation: accuracy {final['accuracy']:.4f}, perplexity {final['perplexity']:.3f}")
+    try:
+        if dist.is_main:
+            if trainer.resumed:
+                print(f"resuming {out} at step {trainer.step}", file=sys.stderr)
+            ranks = f" on {dist.world_size} processes" if dist.enabled else ""
+            print(f"training {model_config.attention}/{model_config.kernel} {model_config.objective} model, "
+                  f"{trainer.model.num_parameters():,} parameters, {len(trainer.train_data):,} training samples{ranks} -> {out}",
+                  file=sys.stderr)
+        final = trainer.fit(progress=not args.quiet)
+        if final and dist.is_main:
+            print(f"validation: accuracy {final['accuracy']:.4f}, perplexity {final['perplexity']:.3f}")
+    finally:
+        dist.close()
     return 0
 
 
@@ -228,6 +238,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--seed", type=int)
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last complete checkpoint")
     train.add_argument("--init-from", help="start from the weights of this model directory (fine-tuning)")
+    train.add_argument("--fsdp", action="store_true", help="shard parameters, gradients and optimizer state over the torchrun processes")
     train.add_argument("--skip-invalid", action="store_true", help="skip and count malformed FASTA records instead of stopping")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
     train.set_defaults(func=_train)
@@ -296,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as err:
-        print(f"protein-performer: error: {err}", file=sys.stderr)
+        if os.environ.get("RANK", "0") == "0":  # under torchrun every rank fails alike: one message
+            print(f"protein-performer: error: {err}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("protein-performer: interrupted", file=sys.stderr)

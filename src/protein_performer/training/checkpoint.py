@@ -52,25 +52,26 @@ def _save_tensors(tensors: dict[str, torch.Tensor], path: Path) -> None:
         os.fsync(f.fileno())
 
 
-def model_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
-    """State dict without the tied LM-head weight (safetensors refuses shared storage)."""
-    return {k: v for k, v in model.state_dict().items() if k != "lm_head.embedding.weight"}
-
-
 def save_weights(model: nn.Module, config: PerformerConfig, directory: Path) -> None:
     """``config.json`` and ``model.safetensors`` into ``directory``, each replaced atomically."""
+    write_weights(model.state_dict(), config, directory)
+
+
+def write_weights(tensors: dict[str, torch.Tensor], config: PerformerConfig, directory: Path) -> None:
+    """Like :func:`save_weights`, from a state dict (e.g. one consolidated from shards). The tied
+    LM-head weight is left out (safetensors refuses shared storage; loading re-ties it)."""
+    tensors = {k: v for k, v in tensors.items() if k != "lm_head.embedding.weight"}
     directory.mkdir(parents=True, exist_ok=True)
     for name, write in ((CONFIG_FILE, lambda p: _write_text(p, json.dumps(config.to_dict(), indent=2) + "\n")),
-                        (MODEL_FILE, lambda p: _save_tensors(model_tensors(model), p))):
+                        (MODEL_FILE, lambda p: _save_tensors(tensors, p))):
         tmp = directory / f".{name}.tmp"
         write(tmp)
         os.replace(tmp, directory / name)
     _fsync_dir(directory)
 
 
-def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], dict]:
-    """Split an optimizer state dict into tensors (for safetensors) and JSON-able rest."""
-    state = optimizer.state_dict()
+def optimizer_tensors(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """Split an optimizer state dict (parameters numbered) into tensors (for safetensors) and JSON-able rest."""
     tensors, scalars = {}, {}
     for pid, values in state["state"].items():
         for key, value in values.items():
@@ -81,7 +82,8 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
     return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
 
 
-def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+def optimizer_state(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    """The optimizer state dict that :func:`optimizer_tensors` split (inverse)."""
     state: dict[int, dict] = {}
     for name, value in tensors.items():
         if name.startswith("optimizer."):
@@ -90,27 +92,33 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
     for name, value in meta["scalars"].items():
         pid, key = name.split(".", 1)
         state.setdefault(int(pid), {})[key] = value
-    optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
+    return {"state": state, "param_groups": meta["param_groups"]}
 
 
 def save_checkpoint(
     run_dir: Path,
     step: int,
-    model: nn.Module,
+    *,
     config: PerformerConfig,
-    optimizer: torch.optim.Optimizer,
+    weights: dict[str, torch.Tensor],
+    optimizer: dict,
+    rng: dict[str, torch.Tensor],
     trainer_state: dict,
     train_config: dict,
 ) -> Path:
-    """Write a complete checkpoint for ``step`` atomically and point ``latest`` at it."""
+    """Write a complete checkpoint for ``step`` atomically and point ``latest`` at it.
+
+    ``weights``: the model's state dict; ``optimizer``: an optimizer state dict with numbered
+    parameters; ``rng``: generator states (one per data-parallel rank) to continue dropout exactly.
+    """
     root = run_dir / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     name = f"step-{step:07d}"
     tmp = root / f".{name}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
-    save_weights(model, config, tmp)
+    write_weights(weights, config, tmp)
     tensors, meta = optimizer_tensors(optimizer)
-    tensors["rng.torch"] = torch.get_rng_state()
+    tensors.update(rng)
     _save_tensors(tensors, tmp / STATE_TENSORS)
     _write_text(tmp / STATE_JSON, json.dumps({**trainer_state, "step": step, "optimizer": meta}, indent=1) + "\n")
     _write_text(tmp / TRAIN_CONFIG, json.dumps(train_config, indent=2) + "\n")
@@ -123,7 +131,7 @@ def save_checkpoint(
     _write_text(pointer, name + "\n")
     os.replace(pointer, root / "latest")
     _fsync_dir(root)
-    save_weights(model, config, run_dir)  # the run directory itself always holds the newest weights
+    write_weights(weights, config, run_dir)  # the run directory itself always holds the newest weights
     complete = sorted(p for p in root.glob("step-*") if p.is_dir())
     for old in complete[:-KEEP]:
         shutil.rmtree(old, ignore_errors=True)
