@@ -46,17 +46,15 @@ def plot(results: list[dict], path: Path, device: str) -> None:
     import matplotlib.pyplot as plt
 
     names = list(dict.fromkeys(r["config"] for r in results))
-    procs = sorted({r["procs"] for r in results})
-    fig, ax = plt.subplots(figsize=(6, 3.6))
-    width = 0.8 / len(procs)
-    for i, p in enumerate(procs):
-        values = [next(r["tokens_per_s"] for r in results if r["config"] == n and r["procs"] == p) for n in names]
-        bars = ax.bar([j + i * width for j in range(len(names))], values, width, label=f"{p} process{'es' if p > 1 else ''}")
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.6), squeeze=False)
+    for ax, name in zip(axes[0], names):  # one panel per configuration: their scales differ 10x
+        rows = sorted((r for r in results if r["config"] == name), key=lambda r: r["procs"])
+        labels = [f"{r['procs']} proc × {r['threads_per_proc']} thr" for r in rows]
+        bars = ax.bar(labels, [r["tokens_per_s"] for r in rows], color=["tab:blue", "tab:orange"][: len(rows)])
         ax.bar_label(bars, fmt="%.0f", fontsize=8)
-    ax.set_xticks([j + width * (len(procs) - 1) / 2 for j in range(len(names))], names)
-    ax.set_ylabel("training tokens / s")
-    ax.set_title(f"Data-parallel training, same cores ({device})")
-    ax.legend()
+        ax.set_title(name, fontsize=10)
+    axes[0][0].set_ylabel("training tokens / s")
+    fig.suptitle(f"Data-parallel training, same cores ({device})")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
