@@ -12,6 +12,8 @@ from ..attention import KERNELS
 ATTENTIONS = ("favor", "softmax")
 POSITIONS = ("rotary", "learned")
 OBJECTIVES = ("mlm", "causal")
+NORM_POSITIONS = ("pre", "post")
+ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
 
 
 @dataclass
@@ -34,6 +36,14 @@ class PerformerConfig:
     positions: str = "rotary"  # "rotary" (ESM-2; any length) or "learned" (the paper; up to max_len)
     max_len: int = 8192  # learned positions only
     layer_norm_eps: float = 1e-5
+    # Architecture variants, so that converted Transformers (ESM-2, BERT) run unchanged; the defaults
+    # are this project's own model (ESM-2's layout).
+    mask_idx: int = 1
+    norm_position: str = "pre"  # "pre": x + f(LN(x)) (ESM-2); "post": LN(x + f(x)) (BERT)
+    embed_norm: bool = False  # a LayerNorm on the embedding output (BERT)
+    final_norm: bool = True  # a LayerNorm after the last block (pre-LN models)
+    activation: str = "gelu"  # feed-forward and LM-head transform: "gelu" (erf), "gelu_tanh", "relu"
+    token_dropout: bool = False  # ESM-2: <mask> embeddings zeroed, the rest scaled by 0.88 / (1 - masked share)
 
     def __post_init__(self) -> None:
         checks = [
@@ -41,6 +51,8 @@ class PerformerConfig:
             (self.kernel in KERNELS, f"kernel must be one of {KERNELS}"),
             (self.positions in POSITIONS, f"positions must be one of {POSITIONS}"),
             (self.objective in OBJECTIVES, f"objective must be one of {OBJECTIVES}"),
+            (self.norm_position in NORM_POSITIONS, f"norm_position must be one of {NORM_POSITIONS}"),
+            (self.activation in ACTIVATIONS, f"activation must be one of {ACTIVATIONS}"),
             (self.d_model % self.num_heads == 0, "d_model must be divisible by num_heads"),
             ((self.d_model // self.num_heads) % 2 == 0 or self.positions != "rotary", "rotary positions need an even head dim"),
             (min(self.d_model, self.num_layers, self.num_heads, self.d_ff, self.num_features) > 0, "sizes must be positive"),

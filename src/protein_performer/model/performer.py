@@ -3,17 +3,27 @@
 Reads top to bottom like the paper: token embedding (+ learned positions, or rotary inside attention),
 ``num_layers`` blocks of attention and feed-forward, a final LayerNorm and an LM head tied to the
 embedding. Tensor layout: tokens ``[B, L]``, hidden states ``[B, L, E]``, logits ``[B, L, V]``.
+
+The config can also describe the Transformers that ``protein_performer.convert`` reads: BERT's
+post-LayerNorm blocks with an embedding LayerNorm and no final one, tanh-GELU or ReLU, and ESM-2's
+token dropout (its rescaling of embeddings by the share of ``<mask>`` tokens).
 """
 
 from __future__ import annotations
 
 import torch
+from functools import partial
+
 from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..attention import FavorAttention, SoftmaxAttention
 from .config import PerformerConfig
 from .rotary import Rotary
+
+ACTIVATION_FUNCTIONS = {"gelu": F.gelu, "gelu_tanh": partial(F.gelu, approximate="tanh"), "relu": F.relu}
+# ESM-2 masked 15% of residues and replaced 80% of those by <mask>: the share of zeroed embeddings in training.
+ESM_MASK_RATIO = 0.15 * 0.8
 
 
 def make_attention(config: PerformerConfig) -> nn.Module:
@@ -38,28 +48,39 @@ class FeedForward(nn.Module):
         self.fc1 = nn.Linear(config.d_model, config.d_ff)
         self.fc2 = nn.Linear(config.d_ff, config.d_model)
         self.dropout = nn.Dropout(config.dropout)
+        self.activation = ACTIVATION_FUNCTIONS[config.activation]
 
     def forward(self, x: Tensor) -> Tensor:
-        return self.dropout(self.fc2(F.gelu(self.fc1(x))))
+        return self.dropout(self.fc2(self.activation(self.fc1(x))))
 
 
 class Block(nn.Module):
-    """Pre-LayerNorm residual block: ``x + attn(LN(x))``, then ``x + ff(LN(x))``."""
+    """Residual block. Pre-LayerNorm (default): ``x + attn(LN(x))``, then ``x + ff(LN(x))``;
+    post-LayerNorm (BERT): ``LN(x + attn(x))``, then ``LN(x + ff(x))``."""
 
     def __init__(self, config: PerformerConfig):
         super().__init__()
+        self.post_norm = config.norm_position == "post"
         self.attn_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.attn = make_attention(config)
         self.ff_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.ff = FeedForward(config)
 
+    def attention_input(self, x: Tensor) -> Tensor:
+        return x if self.post_norm else self.attn_norm(x)
+
     def forward(self, x: Tensor, padding_mask: Tensor | None, rotary: Rotary | None) -> Tensor:
-        x = x + self.attn(self.attn_norm(x), key_padding_mask=padding_mask, qk_transform=rotary)
+        attended = self.attn(self.attention_input(x), key_padding_mask=padding_mask, qk_transform=rotary)
+        if self.post_norm:
+            x = self.attn_norm(x + attended)
+            return self.ff_norm(x + self.ff(x))
+        x = x + attended
         return x + self.ff(self.ff_norm(x))
 
 
 class LMHead(nn.Module):
-    """Dense → GELU → LayerNorm → projection onto the (tied) token embedding, plus a bias (ESM's head)."""
+    """Dense → GELU → LayerNorm → projection onto the (tied) token embedding, plus a bias (ESM's head;
+    BERT's transform head is the same with its activation)."""
 
     def __init__(self, config: PerformerConfig, embedding: nn.Embedding):
         super().__init__()
@@ -67,9 +88,10 @@ class LMHead(nn.Module):
         self.norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.embedding = embedding
         self.bias = nn.Parameter(torch.zeros(config.vocab_size))
+        self.activation = ACTIVATION_FUNCTIONS[config.activation]
 
     def forward(self, x: Tensor) -> Tensor:
-        return F.linear(self.norm(F.gelu(self.dense(x))), self.embedding.weight, self.bias)
+        return F.linear(self.norm(self.activation(self.dense(x))), self.embedding.weight, self.bias)
 
 
 class PerformerLM(nn.Module):
@@ -79,9 +101,10 @@ class PerformerLM(nn.Module):
         self.embed_tokens = nn.Embedding(config.vocab_size, config.d_model, padding_idx=config.pad_idx)
         self.embed_positions = nn.Embedding(config.max_len, config.d_model) if config.positions == "learned" else None
         self.rotary = Rotary(config.d_model // config.num_heads) if config.positions == "rotary" else None
+        self.embed_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.embed_norm else None
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
-        self.final_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
+        self.final_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.final_norm else None
         self.lm_head = LMHead(config, self.embed_tokens)
         self.apply(self._init_weights)
 
@@ -95,13 +118,23 @@ class PerformerLM(nn.Module):
             with torch.no_grad():
                 module.weight[module.padding_idx].zero_()
 
-    def _embed(self, tokens: Tensor) -> Tensor:
+    def _embed(self, tokens: Tensor, padding_mask: Tensor | None = None) -> Tensor:
         length = tokens.shape[1]
         if self.embed_positions is not None and length > self.config.max_len:
             raise ValueError(f"sequence of {length} tokens is longer than this model's learned positions ({self.config.max_len})")
         x = self.embed_tokens(tokens)
+        if self.config.token_dropout:
+            # ESM-2 was trained with <mask> embeddings zeroed; it rescales so that the embedding's
+            # expected size does not depend on how many tokens are masked (ratio over real tokens).
+            if padding_mask is None:
+                padding_mask = tokens.eq(self.config.pad_idx)
+            masked = tokens.eq(self.config.mask_idx)
+            observed = masked.sum(-1) / (~padding_mask).sum(-1).clamp(min=1)  # [B]
+            x = x.masked_fill(masked[..., None], 0.0) * ((1 - ESM_MASK_RATIO) / (1 - observed))[:, None, None].to(x.dtype)
         if self.embed_positions is not None:
             x = x + self.embed_positions(torch.arange(length, device=tokens.device))
+        if self.embed_norm is not None:
+            x = self.embed_norm(x)
         return self.dropout(x)
 
     def forward(self, tokens: Tensor, padding_mask: Tensor | None = None, repr_layers: tuple[int, ...] = ()) -> dict:
@@ -110,7 +143,7 @@ class PerformerLM(nn.Module):
         is the embedding output, layer ``num_layers`` the final (normed) hidden state."""
         if padding_mask is None:
             padding_mask = tokens.eq(self.config.pad_idx)
-        x = self._embed(tokens)
+        x = self._embed(tokens, padding_mask)
         mask = padding_mask if padding_mask.any() else None
         representations = {}
         if 0 in repr_layers:
@@ -119,7 +152,8 @@ class PerformerLM(nn.Module):
             x = block(x, mask, self.rotary)
             if i in repr_layers and i != self.config.num_layers:
                 representations[i] = x
-        x = self.final_norm(x)
+        if self.final_norm is not None:
+            x = self.final_norm(x)
         if self.config.num_layers in repr_layers:
             representations[self.config.num_layers] = x
         return {"logits": self.lm_head(x), "representations": representations}
@@ -131,10 +165,10 @@ class PerformerLM(nn.Module):
         if padding_mask is None:
             padding_mask = tokens.eq(self.config.pad_idx)
         mask = padding_mask if padding_mask.any() else None
-        x = self._embed(tokens)
+        x = self._embed(tokens, padding_mask)
         maps = []
         for block in self.blocks:
-            maps.append(block.attn.attention_matrix(block.attn_norm(x), mask, self.rotary))
+            maps.append(block.attn.attention_matrix(block.attention_input(x), mask, self.rotary))
             x = block(x, mask, self.rotary)
         return torch.stack(maps, dim=1)
 
