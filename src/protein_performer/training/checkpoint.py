@@ -151,7 +151,14 @@ def load_trainer_state(checkpoint: Path) -> tuple[dict[str, torch.Tensor], dict]
 
 
 def load_weights(model: nn.Module, directory: Path) -> None:
+    """``directory/model.safetensors`` into ``model``; ``ValueError`` when names or shapes differ."""
     tensors = load_file(str(directory / MODEL_FILE))
+    expected = model.state_dict()
+    wrong = [f"{k} is {tuple(v.shape)}, the model's {tuple(expected[k].shape)}"
+             for k, v in tensors.items() if k in expected and v.shape != expected[k].shape]
+    if wrong:
+        raise ValueError(f"{directory / MODEL_FILE} does not match the model's config: {wrong[0]}"
+                         + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""))
     missing, unexpected = model.load_state_dict(tensors, strict=False)
     missing = [k for k in missing if k != "lm_head.embedding.weight"]
     if missing or unexpected:

@@ -1,0 +1,69 @@
+"""Run pretrained Transformers as Performers (the seed paper's backwards compatibility).
+
+:func:`convert_model` reads a model trained with exact softmax attention — a run of this project, a
+Hugging Face ESM-2 (``EsmForMaskedLM``) or BERT (``BertForMaskedLM``) directory — and writes a
+protein-performer checkpoint (``config.json`` + ``model.safetensors``) with FAVOR (or exact) attention
+and the same weights. Composes ``model`` and ``training.checkpoint``; never imports ``transformers``.
+
+- ``common.py``: formats, reading tensors (safetensors, ``.bin``, shards), vocabulary mapping.
+- ``esm.py``, ``bert.py``: the two Hugging Face architectures; ``own.py``: this project's checkpoints.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..training.checkpoint import write_weights
+from .bert import convert_bert
+from .common import FORMATS, ConversionError, Converted, build_model, detect_format, read_json, read_tensors, read_vocabulary, same_path
+from .esm import ESM2_VOCABULARY, convert_esm
+from .own import COMPANION_FILES, read_own
+
+
+@dataclass
+class ConversionReport:
+    source_format: str
+    config: dict
+    parameters: int
+    notes: list[str]
+
+
+def read_source(source: Path, vocab: Path | None = None) -> tuple[str, Converted]:
+    """``(format, converted)`` for a source directory (exact attention, tensors in our names)."""
+    kind = detect_format(source)
+    if kind == "protein-performer":
+        if vocab is not None:
+            raise ConversionError("--vocab applies to Hugging Face sources; a protein-performer checkpoint has our alphabet")
+        return kind, read_own(source)
+    hf = read_json(source / "config.json")
+    vocabulary = read_vocabulary(source, vocab, ESM2_VOCABULARY if kind == "esm" else None)
+    convert = convert_esm if kind == "esm" else convert_bert
+    try:
+        return kind, convert(hf, read_tensors(source), vocabulary)
+    except KeyError as err:
+        raise ConversionError(f"{source / 'config.json'} lacks {err.args[0]!r}") from None
+
+
+def convert_model(source: str | Path, out: str | Path, *, attention: str = "favor", kernel: str | None = None,
+                  num_features: int | None = None, seed: int = 0, vocab: str | Path | None = None) -> ConversionReport:
+    """Convert ``source`` into ``out`` with ``attention`` ("favor" or "softmax"); FAVOR projections are
+    drawn from ``seed``. ``kernel`` / ``num_features`` default to the source's (its own config) or to
+    FAVOR+ with M = 256. ``vocab``: the source's vocabulary file when its directory has no vocab.txt."""
+    source, out = Path(source), Path(out)
+    kind, converted = read_source(source, Path(vocab) if vocab is not None else None)
+    if same_path(source, out):
+        raise ConversionError(f"--out {out} is the source directory: write the converted model elsewhere")
+    changes = {"attention": attention, "kernel": kernel, "num_features": num_features}
+    converted.config = converted.config.replace(**{k: v for k, v in changes.items() if v is not None})
+    model = build_model(converted, seed)
+    write_weights(model.state_dict(), converted.config, out)
+    if kind == "protein-performer":
+        for name in COMPANION_FILES:
+            if (source / name).is_file():
+                shutil.copyfile(source / name, out / name)
+    return ConversionReport(kind, converted.config.to_dict(), model.num_parameters(), converted.notes)
+
+
+__all__ = ["FORMATS", "ConversionError", "ConversionReport", "convert_model", "read_source"]
