@@ -49,10 +49,12 @@ def _train(args: argparse.Namespace) -> int:
                 "attention": args.attention, "kernel": args.kernel, "objective": args.objective, "dropout": args.dropout,
                 "num_features": args.num_features, "redraw_interval": args.redraw_interval, "positions": args.positions,
             }.items() if v is not None}
-            if args.config:
+            if args.init_from:
+                model_config = _init_config(args, overrides)
+            elif args.config:
                 model_config = PerformerConfig.load(args.config).replace(**overrides)
             else:
-                model_config = preset(args.preset, **overrides)
+                model_config = preset(args.preset or "tiny", **overrides)
             train_overrides = {k: v for k, v in {
                 "data": args.data, "seq_len": args.seq_len, "batch_size": args.batch_size, "micro_batch_size": args.micro_batch_size,
                 "max_steps": args.max_steps, "lr": args.lr, "warmup_steps": args.warmup_steps, "save_every": args.save_every,
@@ -60,6 +62,9 @@ def _train(args: argparse.Namespace) -> int:
             }.items() if v is not None}
             tc = TrainConfig(**train_overrides, concat=args.concat)
             if model_config.positions == "learned" and tc.seq_len > model_config.max_len:
+                if args.init_from:
+                    raise UserError(f"--seq-len {tc.seq_len} is longer than the learned positions of {args.init_from} "
+                                    f"({model_config.max_len} tokens): pass --seq-len {model_config.max_len} or less")
                 model_config = model_config.replace(max_len=tc.seq_len)
         tc.micro_batch_size = min(tc.micro_batch_size, tc.batch_size)
         corpus = EncodedCorpus.from_fasta(tc.data, skip_invalid=args.skip_invalid)
@@ -81,6 +86,44 @@ def _train(args: argparse.Namespace) -> int:
             print(f"validation: accuracy {final['accuracy']:.4f}, perplexity {final['perplexity']:.3f}")
     finally:
         dist.close()
+    return 0
+
+
+# Options that would change the architecture of a model that --init-from brings along.
+_ARCHITECTURE_OPTIONS = ("preset", "config", "attention", "kernel", "objective", "positions", "num_features")
+
+
+def _init_config(args: argparse.Namespace, overrides: dict):
+    """The model config of ``train --init-from DIR``: DIR's own, with only training-time overrides."""
+    from pathlib import Path
+
+    from .model import PerformerConfig
+
+    given = [name for name in _ARCHITECTURE_OPTIONS if getattr(args, name) is not None]
+    if given:
+        option = "--" + given[0].replace("_", "-")
+        raise UserError(f"{option} would change the model that --init-from {args.init_from} brings; to change its attention, "
+                        f"convert it first: protein-performer convert --from {args.init_from} --out NEW_DIR --attention ...")
+    path = Path(args.init_from) / "config.json"
+    if not path.is_file():
+        raise UserError(f"{path} not found: --init-from takes a model directory (config.json + model.safetensors)")
+    return PerformerConfig.load(path).replace(**overrides)
+
+
+def _convert(args: argparse.Namespace) -> int:
+    from .convert import convert_model
+
+    try:
+        report = convert_model(args.source, args.out, attention=args.attention, kernel=args.kernel,
+                               num_features=args.num_features, seed=args.seed, vocab=args.vocab)
+    except (FileNotFoundError, ValueError, OSError) as err:  # ConversionError is a ValueError
+        raise UserError(str(err)) from None
+    for note in report.notes:
+        print(f"note: {note}", file=sys.stderr)
+    config = report.config
+    attention = f"FAVOR ({config['kernel']}, M = {config['num_features']})" if config["attention"] == "favor" else "exact softmax"
+    print(f"converted {report.source_format} model ({config['num_layers']} layers, d_model {config['d_model']}, "
+          f"{report.parameters:,} parameters) to {attention} attention -> {args.out}")
     return 0
 
 
@@ -215,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     train = sub.add_parser("train", help="train a protein language model (default: the embedded corpus)")
     train.add_argument("--data", help="FASTA file (plain or .gz); default: the embedded Swiss-Prot corpus")
     train.add_argument("--out", default="runs/train", help="run directory (checkpoints, metrics, plots)")
-    train.add_argument("--preset", default="tiny", choices=["tiny", "small", "paper"])
+    train.add_argument("--preset", choices=["tiny", "small", "paper"], help="model size (default tiny)")
     train.add_argument("--config", help="model config JSON (a PerformerConfig); overrides --preset")
     train.add_argument("--attention", choices=["favor", "softmax"])
     train.add_argument("--kernel", choices=["softmax", "softmax_trig", "softmax_hyperbolic", "relu"])
@@ -237,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-sequences", type=int, help="validation samples per evaluation (default 256)")
     train.add_argument("--seed", type=int)
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last complete checkpoint")
-    train.add_argument("--init-from", help="start from the weights of this model directory (fine-tuning)")
+    train.add_argument("--init-from", help="start from this model directory, its config and weights (fine-tuning, e.g. a converted model)")
     train.add_argument("--fsdp", action="store_true", help="shard parameters, gradients and optimizer state over the torchrun processes")
     train.add_argument("--skip-invalid", action="store_true", help="skip and count malformed FASTA records instead of stopping")
     train.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -290,6 +333,18 @@ def build_parser() -> argparse.ArgumentParser:
     probe.add_argument("--tokens-per-batch", type=int, default=16384)
     probe.add_argument("--json", action="store_true", help="print one JSON object")
     probe.set_defaults(func=_probe)
+
+    conv = sub.add_parser("convert", help="run a pretrained softmax Transformer (exact run, ESM-2, BERT) as a Performer")
+    conv.add_argument("--from", dest="source", required=True,
+                      help="protein-performer run, or Hugging Face EsmForMaskedLM / BertForMaskedLM save_pretrained directory")
+    conv.add_argument("--out", required=True, help="directory for the converted config.json + model.safetensors")
+    conv.add_argument("--attention", choices=["favor", "softmax"], default="favor")
+    conv.add_argument("--kernel", choices=["softmax", "softmax_trig", "softmax_hyperbolic", "relu"],
+                      help="FAVOR kernel (default: the source's, or softmax)")
+    conv.add_argument("--num-features", type=int, help="FAVOR random features M per head (default: the source's, or 256)")
+    conv.add_argument("--seed", type=int, default=0, help="seed of the random projections")
+    conv.add_argument("--vocab", help="the source's vocabulary, one token per line (default: its vocab.txt)")
+    conv.set_defaults(func=_convert)
 
     bench = sub.add_parser("bench", help="run a benchmark (see `protein-performer bench attention --help`)", add_help=False)
     bench.add_argument("what", choices=["attention"])
