@@ -1,0 +1,198 @@
+"""Backwards compatibility (arXiv 2009.14794, the seed paper's figure): a Transformer trained with exact
+softmax attention, run as a Performer with its weights unchanged, then fine-tuned.
+
+    python benchmarks/backcompat.py [--source runs/shared/exact-tiny] [--out runs/backcompat] \
+        [--features 16 64 256 1024] [--seeds 3] [--finetune-features 64] [--steps 300] [--eval-every 25]
+
+The source is an exact-attention run of this project (``protein-performer train --attention softmax``).
+1. Zero-shot, on the test split (fixed masks, fp32): the source, its exact conversion (must agree to
+   the bit), and FAVOR conversions at each M (``--seeds`` projection draws each): accuracy, perplexity,
+   top-1 agreement with the source and KL(source ‖ converted) at the masked positions.
+2. Fine-tuning: the FAVOR conversion at ``--finetune-features`` trained ``--steps`` steps with the
+   source's training settings, against a Performer of the same config trained from scratch with the
+   same settings and seed (the same batches and masks); validation accuracy every ``--eval-every``.
+Writes ``OUT/results.json`` and ``docs/figures/backcompat_cpu.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import shutil
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch.nn import functional as F
+
+from protein_performer.convert import convert_model
+from protein_performer.data import DEFAULT_CORPUS_PATH, IGNORE_INDEX, EncodedCorpus
+from protein_performer.model import PerformerLM
+from protein_performer.training import TrainConfig, Trainer
+from protein_performer.training.checkpoint import load_checkpoint
+from protein_performer.training.evaluate import evaluate
+from protein_performer.training.trainer import make_collator, make_dataset, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@torch.no_grad()
+def compare(source: PerformerLM, models: dict[str, PerformerLM], tc: TrainConfig, *, batch_size: int = 32) -> dict[str, dict]:
+    """Accuracy, perplexity, agreement with ``source`` (top-1 over the vocabulary) and mean
+    KL(source ‖ model) in nats, over the masked positions of the test split (masks fixed by the seed,
+    as ``protein-performer evaluate`` draws them), in fp32. ``"source"`` is one of the rows."""
+    corpus = EncodedCorpus.from_fasta(DEFAULT_CORPUS_PATH, split="test")
+    dataset, collator = make_dataset(corpus, tc, train=False), make_collator(source.config)
+    names = ["source", *models]
+    sums = {n: {"nll": 0.0, "correct": 0, "agree": 0, "kl": 0.0} for n in names}
+    total = 0
+    for start in range(0, len(dataset), batch_size):
+        idx = range(start, min(len(dataset), start + batch_size))
+        batch = collator([dataset[g] for g in idx], [dataset.generator_for(g) for g in idx])
+        keep = batch["labels"] != IGNORE_INDEX
+        target = batch["labels"][keep]
+        reference = F.log_softmax(source(batch["tokens"], batch["padding_mask"])["logits"][keep], dim=-1)
+        total += len(target)
+        for name in names:
+            model = source if name == "source" else models[name]
+            log_p = reference if name == "source" else F.log_softmax(model(batch["tokens"], batch["padding_mask"])["logits"][keep], dim=-1)
+            s = sums[name]
+            s["nll"] += float(F.nll_loss(log_p, target, reduction="sum"))
+            s["correct"] += int((log_p.argmax(-1) == target).sum())
+            s["agree"] += int((log_p.argmax(-1) == reference.argmax(-1)).sum())
+            s["kl"] += float((reference.exp() * (reference - log_p)).sum())
+    return {n: {"accuracy": s["correct"] / total, "perplexity": math.exp(s["nll"] / total), "agreement": s["agree"] / total,
+                "kl": s["kl"] / total, "tokens": total} for n, s in sums.items()}
+
+
+def finetune(run: Path, config, tc: TrainConfig, init: Path | None, corpus: EncodedCorpus) -> list[dict]:
+    """Train ``run`` (from ``init``'s weights, or from scratch) and return the validation curve,
+    step 0 included."""
+    trainer = Trainer(run, config, tc, corpus=corpus, init_weights=init)
+    start = validate(trainer.model, trainer.valid_data, trainer.collator, batch_size=tc.micro_batch_size,
+                     max_sequences=tc.eval_sequences, precision=tc.precision)
+    started = time.perf_counter()
+    trainer.fit(progress=False)
+    seconds = time.perf_counter() - started
+    curve = [{"step": 0, "accuracy": start["accuracy"], "perplexity": start["perplexity"]}]
+    curve += [{"step": r["step"], "accuracy": r["valid/accuracy"], "perplexity": r["valid/perplexity"]}
+              for r in trainer.history if "valid/accuracy" in r]
+    print(f"  {run.name}: step 0 {100 * curve[0]['accuracy']:.2f}% -> step {curve[-1]['step']} "
+          f"{100 * curve[-1]['accuracy']:.2f}% ({seconds:.0f} s)", flush=True)
+    return curve
+
+
+def plot(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    rows = result["zero_shot"]["favor"]
+    ms = [r["num_features"] for r in rows]
+    for key, label in (("accuracy", "accuracy"), ("agreement", "top-1 agreement with the source")):
+        means = [100 * r[key]["mean"] for r in rows]
+        spread = [100 * r[key]["std"] for r in rows]
+        left.errorbar(ms, means, yerr=spread, fmt="o-", capsize=3, label=f"FAVOR, {label}")
+    left.axhline(100 * result["zero_shot"]["source"]["accuracy"], color="gray", ls="--", lw=1, label="exact source, accuracy")
+    left.set_xscale("log", base=2)
+    left.set_xlabel("random features M (weights unchanged, no training)")
+    left.set_ylabel("% of masked test positions")
+    left.set_title("zero-shot: exact Transformer run as a Performer")
+    left.grid(alpha=0.3)
+    left.legend(fontsize=8)
+    for key, label in (("converted", f"converted (M = {result['finetune_features']}), fine-tuned"),
+                       ("scratch", f"Performer from scratch (M = {result['finetune_features']})")):
+        curve = result["finetune"][key]
+        right.plot([r["step"] for r in curve], [100 * r["accuracy"] for r in curve], "o-", ms=3, label=label)
+    right.axhline(100 * result["source_validation_accuracy"], color="gray", ls="--", lw=1,
+                  label=f"exact source after {result['source_steps']} steps")
+    right.set_xlabel("optimizer steps")
+    right.set_ylabel("validation accuracy (%)")
+    right.set_title("fine-tuning")
+    right.grid(alpha=0.3)
+    right.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def summary(values: list[float]) -> dict:
+    return {"mean": statistics.fmean(values), "std": statistics.pstdev(values), "values": values}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--source", default=str(ROOT / "runs" / "shared" / "exact-tiny"), help="an exact-attention run directory")
+    parser.add_argument("--out", default=str(ROOT / "runs" / "backcompat"))
+    parser.add_argument("--features", type=int, nargs="+", default=[16, 64, 256, 1024])
+    parser.add_argument("--seeds", type=int, default=3, help="projection draws per M for the zero-shot rows")
+    parser.add_argument("--finetune-features", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=300)
+    parser.add_argument("--eval-every", type=int, default=25)
+    parser.add_argument("--figure", default=str(ROOT / "docs" / "figures" / "backcompat_cpu.png"))
+    args = parser.parse_args()
+    source_dir, out = Path(args.source), Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    source, config = load_checkpoint(source_dir)
+    if config.attention != "softmax":
+        raise SystemExit(f"{source_dir} is not an exact-attention run (attention {config.attention!r})")
+    tc = TrainConfig(**json.loads((source_dir / "train_config.json").read_text()))
+    source_history = [json.loads(line) for line in (source_dir / "metrics.jsonl").read_text().splitlines()]
+    last_valid = [r for r in source_history if "valid/accuracy" in r][-1]
+
+    # 1. zero-shot
+    convert_model(source_dir, out / "exact", attention="softmax")
+    models = {"exact": load_checkpoint(out / "exact")[0]}
+    for m in args.features:
+        for seed in range(args.seeds):
+            convert_model(source_dir, out / f"favor-m{m}-s{seed}", num_features=m, seed=seed)
+            models[f"favor-m{m}-s{seed}"] = load_checkpoint(out / f"favor-m{m}-s{seed}")[0]
+    started = time.perf_counter()
+    rows = compare(source, models, tc)
+    print(f"zero-shot comparison: {time.perf_counter() - started:.0f} s", flush=True)
+    cli_source, cli_exact = evaluate(source_dir), evaluate(out / "exact")  # `protein-performer evaluate` (bf16 as trained)
+    if (cli_source["accuracy"], cli_source["perplexity"]) != (cli_exact["accuracy"], cli_exact["perplexity"]):
+        raise SystemExit(f"exact conversion differs from its source: {cli_source} vs {cli_exact}")
+    favor = []
+    for m in args.features:
+        per_seed = [rows[f"favor-m{m}-s{s}"] for s in range(args.seeds)]
+        favor.append({"num_features": m, **{k: summary([r[k] for r in per_seed]) for k in ("accuracy", "perplexity", "agreement", "kl")}})
+        f = favor[-1]
+        print(f"FAVOR M={m}: accuracy {100 * f['accuracy']['mean']:.2f}±{100 * f['accuracy']['std']:.2f}%, "
+              f"perplexity {f['perplexity']['mean']:.2f}, agreement {100 * f['agreement']['mean']:.1f}%, KL {f['kl']['mean']:.4f}", flush=True)
+    for name in ("source", "exact"):
+        print(f"{name}: accuracy {100 * rows[name]['accuracy']:.2f}%, perplexity {rows[name]['perplexity']:.3f}, "
+              f"agreement {100 * rows[name]['agreement']:.1f}%, KL {rows[name]['kl']:.2e}", flush=True)
+
+    # 2. fine-tuning against training from scratch
+    ft = dataclasses.replace(tc, max_steps=args.steps, eval_every=args.eval_every, save_every=args.steps)
+    corpus = EncodedCorpus.from_fasta(tc.data)
+    init = out / f"favor-m{args.finetune_features}-s0"
+    if not init.exists():
+        convert_model(source_dir, init, num_features=args.finetune_features, seed=0)
+    favor_config = load_checkpoint(init)[1]
+    curves = {}
+    for name, start in (("converted", init), ("scratch", None)):
+        run = out / f"finetune-{name}"
+        shutil.rmtree(run, ignore_errors=True)  # always a fresh run: the curve starts at step 0
+        curves[name] = finetune(run, favor_config, ft, start, corpus)
+    result = {
+        "source": str(source_dir), "source_steps": last_valid["step"], "source_validation_accuracy": last_valid["valid/accuracy"],
+        "train_config": dataclasses.asdict(ft), "model_config": favor_config.to_dict(), "seeds": args.seeds,
+        "zero_shot": {"source": rows["source"], "exact": rows["exact"], "favor": favor,
+                      "evaluate_source": cli_source, "evaluate_exact": cli_exact},
+        "finetune_features": args.finetune_features, "finetune": curves,
+        "torch": torch.__version__, "threads": torch.get_num_threads(),
+    }
+    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    plot(result, Path(args.figure))
+    print(f"wrote {out / 'results.json'} and {args.figure}")
+
+
+if __name__ == "__main__":
+    main()
