@@ -77,6 +77,28 @@ def reference_log_probs(model, vocabulary: list[str], sequence: str, batch: int 
     return torch.cat(rows)
 
 
+@torch.no_grad()
+def attention_scale(plm, sequences: list[str]) -> dict:
+    """What FAVOR+'s variance grows with: the squared norms of the scaled queries and keys,
+    ‖q‖²/√d and ‖k‖²/√d (the estimator's relative variance grows like exp(‖q̃ + k̃‖²)), over all
+    layers, heads and residues; and the median spread (max − median) of a row of attention logits."""
+    norms, spreads = [], []
+    model = plm.model
+    for sequence in sequences:
+        tokens = plm.tokenize(sequence)[None]
+        x = model._embed(tokens)
+        for block in model.blocks:
+            q, k, _ = block.attn._qkv(block.attention_input(x), model.rotary)  # [1, H, T, d]
+            d = q.shape[-1]
+            norms.append(torch.cat([q.pow(2).sum(-1).flatten(), k.pow(2).sum(-1).flatten()]) / d ** 0.5)
+            logits = q @ k.transpose(-1, -2) / d ** 0.5
+            spreads.append((logits.amax(-1) - logits.median(-1).values).flatten())
+            x = block(x, None, model.rotary)
+    norms, spreads = torch.cat(norms), torch.cat(spreads)
+    return {"qk_norm2_median": float(norms.median()), "qk_norm2_p99": float(norms.quantile(0.99)),
+            "logit_spread_median": float(spreads.median())}
+
+
 def metrics(log_probs: dict[str, torch.Tensor], reference: dict[str, torch.Tensor]) -> dict:
     truth = torch.cat([torch.tensor([STANDARD_AMINO_ACIDS.index(c) for c in SEQUENCES[n]]) for n in SEQUENCES])
     ours, ref = torch.cat([log_probs[n] for n in SEQUENCES]), torch.cat([reference[n] for n in SEQUENCES])
@@ -120,8 +142,11 @@ def main() -> None:
         per_seed = [rows[f"favor-m{m}-s{s}"] for s in range(args.seeds)]
         favor.append({"num_features": m, **{k: {"mean": statistics.fmean(r[k] for r in per_seed), "values": [r[k] for r in per_seed]}
                                               for k in ("accuracy", "agreement", "kl")}})
+    scale = attention_scale(load(out / "exact"), list(SEQUENCES.values()))
+    print(f"attention scale: median ‖q‖²/√d, ‖k‖²/√d {scale['qk_norm2_median']:.1f} (99th percentile {scale['qk_norm2_p99']:.1f}), "
+          f"median logit spread {scale['logit_spread_median']:.1f}")
     result = {"package": Path(args.package).name, "sequences": SEQUENCES, "conversion_notes": notes, "rows": rows, "favor": favor,
-              "torch": torch.__version__}
+              "attention_scale": scale, "torch": torch.__version__}
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     h = rows["huggingface"]
     print(f"huggingface: accuracy {100 * h['accuracy']:.2f}% over {h['residues']} residues; wrote {out / 'results.json'}")
