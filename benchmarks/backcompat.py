@@ -10,7 +10,8 @@ The source is an exact-attention run of this project (``protein-performer train 
    top-1 agreement with the source and KL(source ‖ converted) at the masked positions.
 2. Fine-tuning: the FAVOR conversion at ``--finetune-features`` trained ``--steps`` steps with the
    source's training settings, against a Performer of the same config trained from scratch with the
-   same settings and seed (the same batches and masks); validation accuracy every ``--eval-every``.
+   same settings and seed (the same batches and masks); validation accuracy every ``--eval-every``,
+   then both on the test split.
 Writes ``OUT/results.json`` and ``docs/figures/backcompat_cpu.png``.
 """
 
@@ -181,12 +182,15 @@ def main() -> None:
         run = out / f"finetune-{name}"
         shutil.rmtree(run, ignore_errors=True)  # always a fresh run: the curve starts at step 0
         curves[name] = finetune(run, favor_config, ft, start, corpus)
+    final = {name: evaluate(out / f"finetune-{name}") for name in curves}  # test split, as `protein-performer evaluate`
+    for name, r in final.items():
+        print(f"{name} after {args.steps} steps, test split: accuracy {100 * r['accuracy']:.2f}%, perplexity {r['perplexity']:.3f}")
     result = {
         "source": str(source_dir), "source_steps": last_valid["step"], "source_validation_accuracy": last_valid["valid/accuracy"],
         "train_config": dataclasses.asdict(ft), "model_config": favor_config.to_dict(), "seeds": args.seeds,
         "zero_shot": {"source": rows["source"], "exact": rows["exact"], "favor": favor,
                       "evaluate_source": cli_source, "evaluate_exact": cli_exact},
-        "finetune_features": args.finetune_features, "finetune": curves,
+        "finetune_features": args.finetune_features, "finetune": curves, "finetune_test": final,
         "torch": torch.__version__, "threads": torch.get_num_threads(),
     }
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
