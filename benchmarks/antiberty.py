@@ -30,7 +30,7 @@ from protein_performer.inference import load
 
 ROOT = Path(__file__).resolve().parents[1]
 # Variable domains of two well-known therapeutic antibodies, as published (trastuzumab/Herceptin:
-# PDB 1N8Z; adalimumab/Humira: PDB 3WD5, DrugBank DB00051). Heavy (VH) and light (VL, kappa) chains.
+# PDB 1N8Z; adalimumab/Humira: PDB 3WD5). Heavy (VH) and light (VL, kappa) chains.
 SEQUENCES = {
     "trastuzumab VH": "EVQLVESGGGLVQPGGSLRLSCAASGFNIKDTYIHWVRQAPGKGLEWVARIYPTNGYTRYADSVKGRFTISADTSKNTAYLQMNSLRAEDTAVYYCSRWGGDGFYAMDYWGQGTLVTVSS",
     "trastuzumab VL": "DIQMTQSPSSLSASVGDRVTITCRASQDVNTAVAWYQQKPGKAPKLLIYSASFLYSGVPSRFSGSRSGTDFTLTISSLQPEDFATYYCQQHYTTPPTFGQGTKVEIK",
@@ -125,7 +125,8 @@ def main() -> None:
     started = time.perf_counter()
     reference = {name: reference_log_probs(hf, vocabulary, seq) for name, seq in SEQUENCES.items()}
     rows = {"huggingface": {**metrics(reference, reference), "seconds": time.perf_counter() - started}}
-    models = [("exact", "softmax", None, 0)] + [(f"favor-m{m}-s{s}", "favor", m, s) for m in args.features for s in range(args.seeds)]
+    models = [("exact", "softmax", None, 0)]
+    models += [(f"favor-m{m}-s{s}", "favor", m, s) for m in args.features for s in range(args.seeds)]
     notes = []
     for name, attention, m, seed in models:
         report = convert_model(source, out / name, attention=attention, num_features=m, seed=seed)
@@ -140,10 +141,11 @@ def main() -> None:
     favor = []
     for m in args.features:
         per_seed = [rows[f"favor-m{m}-s{s}"] for s in range(args.seeds)]
-        favor.append({"num_features": m, **{k: {"mean": statistics.fmean(r[k] for r in per_seed), "values": [r[k] for r in per_seed]}
-                                              for k in ("accuracy", "agreement", "kl")}})
+        values = {k: [r[k] for r in per_seed] for k in ("accuracy", "agreement", "kl")}
+        favor.append({"num_features": m, **{k: {"mean": statistics.fmean(v), "values": v} for k, v in values.items()}})
     scale = attention_scale(load(out / "exact"), list(SEQUENCES.values()))
-    print(f"attention scale: median ‖q‖²/√d, ‖k‖²/√d {scale['qk_norm2_median']:.1f} (99th percentile {scale['qk_norm2_p99']:.1f}), "
+    print(f"attention scale: median ‖q‖²/√d, ‖k‖²/√d {scale['qk_norm2_median']:.1f} "
+          f"(99th percentile {scale['qk_norm2_p99']:.1f}), "
           f"median logit spread {scale['logit_spread_median']:.1f}")
     result = {"package": Path(args.package).name, "sequences": SEQUENCES, "conversion_notes": notes, "rows": rows, "favor": favor,
               "attention_scale": scale, "torch": torch.__version__}

@@ -59,7 +59,8 @@ def compare(source: PerformerLM, models: dict[str, PerformerLM], tc: TrainConfig
         total += len(target)
         for name in names:
             model = source if name == "source" else models[name]
-            log_p = reference if name == "source" else F.log_softmax(model(batch["tokens"], batch["padding_mask"])["logits"][keep], dim=-1)
+            logits = None if name == "source" else model(batch["tokens"], batch["padding_mask"])["logits"][keep]
+            log_p = reference if logits is None else F.log_softmax(logits, dim=-1)
             s = sums[name]
             s["nll"] += float(F.nll_loss(log_p, target, reduction="sum"))
             s["correct"] += int((log_p.argmax(-1) == target).sum())
@@ -162,10 +163,12 @@ def main() -> None:
     favor = []
     for m in args.features:
         per_seed = [rows[f"favor-m{m}-s{s}"] for s in range(args.seeds)]
-        favor.append({"num_features": m, **{k: summary([r[k] for r in per_seed]) for k in ("accuracy", "perplexity", "agreement", "kl")}})
+        keys = ("accuracy", "perplexity", "agreement", "kl")
+        favor.append({"num_features": m, **{k: summary([r[k] for r in per_seed]) for k in keys}})
         f = favor[-1]
         print(f"FAVOR M={m}: accuracy {100 * f['accuracy']['mean']:.2f}±{100 * f['accuracy']['std']:.2f}%, "
-              f"perplexity {f['perplexity']['mean']:.2f}, agreement {100 * f['agreement']['mean']:.1f}%, KL {f['kl']['mean']:.4f}", flush=True)
+              f"perplexity {f['perplexity']['mean']:.2f}, agreement {100 * f['agreement']['mean']:.1f}%, "
+              f"KL {f['kl']['mean']:.4f}", flush=True)
     for name in ("source", "exact"):
         print(f"{name}: accuracy {100 * rows[name]['accuracy']:.2f}%, perplexity {rows[name]['perplexity']:.3f}, "
               f"agreement {100 * rows[name]['agreement']:.1f}%, KL {rows[name]['kl']:.2e}", flush=True)
@@ -184,7 +187,8 @@ def main() -> None:
         curves[name] = finetune(run, favor_config, ft, start, corpus)
     final = {name: evaluate(out / f"finetune-{name}") for name in curves}  # test split, as `protein-performer evaluate`
     for name, r in final.items():
-        print(f"{name} after {args.steps} steps, test split: accuracy {100 * r['accuracy']:.2f}%, perplexity {r['perplexity']:.3f}")
+        print(f"{name} after {args.steps} steps, test split: accuracy {100 * r['accuracy']:.2f}%, "
+              f"perplexity {r['perplexity']:.3f}")
     result = {
         "source": str(source_dir), "source_steps": last_valid["step"], "source_validation_accuracy": last_valid["valid/accuracy"],
         "train_config": dataclasses.asdict(ft), "model_config": favor_config.to_dict(), "seeds": args.seeds,

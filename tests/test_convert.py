@@ -71,7 +71,8 @@ def save_esm(directory: Path, *, token_dropout: bool = True, weights: str = "saf
 def save_bert(directory: Path, *, weights: str = "safetensors", vocab_file: bool = True):
     transformers = pytest.importorskip("transformers")
     config = transformers.BertConfig(vocab_size=len(BERT_VOCABULARY), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                     intermediate_size=64, max_position_embeddings=64, hidden_act="gelu_new", hidden_dropout_prob=0.0)
+                                     intermediate_size=64, max_position_embeddings=64, hidden_act="gelu_new",
+                                     hidden_dropout_prob=0.0)
     torch.manual_seed(0)
     model = randomize(transformers.BertForMaskedLM(config), seed=2, std=0.2)
     model.save_pretrained(directory)
@@ -125,6 +126,10 @@ def test_bert_exact_conversion_reproduces_hugging_face(tmp_path, weights):
     torch.testing.assert_close(plm.masked_log_probs(SEQUENCE, [4])[0], masked, atol=1e-4, rtol=0)
 
 
+def error(plm: ProteinLanguageModel, expected: torch.Tensor) -> float:
+    return float((plm.residue_log_probs(SEQUENCE) - expected).abs().mean())
+
+
 def test_favor_conversion_approaches_the_source_as_features_grow(tmp_path):
     # Weights small enough that FAVOR's variance is moderate (large ones make it converge only at huge M).
     source = save_esm(tmp_path / "esm", std=0.1)
@@ -135,10 +140,9 @@ def test_favor_conversion_approaches_the_source_as_features_grow(tmp_path):
     errors = []
     for m in (2, 8, 32, 128, 512):
         converted.config = converted.config.replace(attention="favor", num_features=m)
-        per_seed = [float((ProteinLanguageModel(build_model(converted, seed)).residue_log_probs(SEQUENCE) - expected).abs().mean())
-                    for seed in range(3)]
+        per_seed = [error(ProteinLanguageModel(build_model(converted, seed)), expected) for seed in range(3)]
         if m == 2:
-            assert per_seed[0] == float((protein_performer.load(tmp_path / "favor").residue_log_probs(SEQUENCE) - expected).abs().mean())
+            assert per_seed[0] == error(protein_performer.load(tmp_path / "favor"), expected)
         errors.append(sum(per_seed) / len(per_seed))
     assert all(a > b for a, b in zip(errors, errors[1:])), errors
     assert errors[-1] < 0.25 * errors[0], errors
@@ -146,7 +150,8 @@ def test_favor_conversion_approaches_the_source_as_features_grow(tmp_path):
 
 def own_run(directory: Path, **overrides) -> PerformerLM:
     torch.manual_seed(0)
-    config = PerformerConfig(**{**dict(d_model=32, num_layers=2, num_heads=4, d_ff=64, attention="softmax", dropout=0.0), **overrides})
+    defaults = dict(d_model=32, num_layers=2, num_heads=4, d_ff=64, attention="softmax", dropout=0.0)
+    config = PerformerConfig(**{**defaults, **overrides})
     model = PerformerLM(config).eval()
     write_weights(model.state_dict(), config, directory)
     (directory / "train_config.json").write_text(json.dumps({"seq_len": 64}))
@@ -235,16 +240,15 @@ TRAIN = ["--seq-len", "64", "--batch-size", "4", "--micro-batch-size", "4", "--e
 
 def test_train_init_from_continues_a_converted_model(tmp_path, capsys, fasta):
     save_esm(tmp_path / "esm")
-    code, _ = run_cli(capsys, "convert", "--from", str(tmp_path / "esm"), "--out", str(tmp_path / "favor"), "--num-features", "16")
-    assert code == 0
+    favor = str(tmp_path / "favor")
+    assert run_cli(capsys, "convert", "--from", str(tmp_path / "esm"), "--out", favor, "--num-features", "16")[0] == 0
+    train = ["train", "--init-from", favor, "--data", str(fasta), *TRAIN]
     # lr 0: the first steps must start from (and keep) exactly the converted weights and projections.
-    code, err = run_cli(capsys, "train", "--init-from", str(tmp_path / "favor"), "--data", str(fasta), "--out", str(tmp_path / "same"),
-                        "--max-steps", "1", "--lr", "0", *TRAIN)
+    code, err = run_cli(capsys, *train, "--out", str(tmp_path / "same"), "--max-steps", "1", "--lr", "0")
     assert code == 0, err
-    converted, kept = load_file(str(tmp_path / "favor" / "model.safetensors")), load_file(str(tmp_path / "same" / "model.safetensors"))
+    converted, kept = (load_file(str(tmp_path / d / "model.safetensors")) for d in ("favor", "same"))
     assert converted.keys() == kept.keys() and all(torch.equal(converted[k], kept[k]) for k in converted)
-    code, err = run_cli(capsys, "train", "--init-from", str(tmp_path / "favor"), "--data", str(fasta), "--out", str(tmp_path / "tuned"),
-                        "--max-steps", "2", *TRAIN)
+    code, err = run_cli(capsys, *train, "--out", str(tmp_path / "tuned"), "--max-steps", "2")
     assert code == 0, err
     assert PerformerConfig.load(tmp_path / "tuned" / "config.json") == PerformerConfig.load(tmp_path / "favor" / "config.json")
     metrics = [json.loads(line) for line in (tmp_path / "tuned" / "metrics.jsonl").read_text().splitlines()]

@@ -280,7 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--eval-sequences", type=int, help="validation samples per evaluation (default 256)")
     train.add_argument("--seed", type=int)
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last complete checkpoint")
-    train.add_argument("--init-from", help="start from this model directory, its config and weights (fine-tuning, e.g. a converted model)")
+    train.add_argument("--init-from", help="start from this model directory: its config and weights (fine-tuning, e.g. converted)")
     train.add_argument("--fsdp", action="store_true", help="shard parameters, gradients and optimizer state over the torchrun processes")
     train.add_argument("--skip-invalid", action="store_true", help="skip and count malformed FASTA records instead of stopping")
     train.add_argument("--quiet", action="store_true", help="no progress bar")

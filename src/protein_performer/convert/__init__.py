@@ -17,7 +17,17 @@ from pathlib import Path
 
 from ..training.checkpoint import write_weights
 from .bert import convert_bert
-from .common import FORMATS, ConversionError, Converted, build_model, detect_format, read_json, read_tensors, read_vocabulary, same_path
+from .common import (
+    FORMATS,
+    ConversionError,
+    Converted,
+    build_model,
+    detect_format,
+    read_json,
+    read_tensors,
+    read_vocabulary,
+    same_path,
+)
 from .esm import ESM2_VOCABULARY, convert_esm
 from .own import COMPANION_FILES, read_own
 

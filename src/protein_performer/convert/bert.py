@@ -41,10 +41,8 @@ def convert_bert(hf: dict, tensors: dict, vocabulary: list[str]) -> Converted:
     rows, notes = vocabulary_rows(vocabulary)
     w = SourceTensors(tensors, "BertForMaskedLM")
     embedding = w("bert.embeddings.word_embeddings.weight")
-    out = {
-        "embed_tokens.weight": embedding[rows],
-        "embed_positions.weight": w("bert.embeddings.position_embeddings.weight") + w("bert.embeddings.token_type_embeddings.weight")[0],
-    }
+    positions = w("bert.embeddings.position_embeddings.weight") + w("bert.embeddings.token_type_embeddings.weight")[0]
+    out = {"embed_tokens.weight": embedding[rows], "embed_positions.weight": positions}
     out.update(w.linear("bert.embeddings.LayerNorm", "embed_norm"))
     for i in range(config.num_layers):
         src, dst = f"bert.encoder.layer.{i}", f"blocks.{i}"

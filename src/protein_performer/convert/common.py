@@ -111,7 +111,8 @@ def read_vocabulary(directory: Path, vocab: Path | None, default: tuple[str, ...
     if vocab is not None:
         raise FileNotFoundError(f"{vocab} not found")
     if default is None:
-        raise FileNotFoundError(f"no vocab.txt in {directory}: give the source's vocabulary with --vocab FILE (one token per line)")
+        raise FileNotFoundError(f"no vocab.txt in {directory}: give the source's vocabulary with --vocab FILE "
+                                f"(one token per line)")
     return list(default)
 
 
@@ -198,7 +199,8 @@ def tied_decoder(weights: SourceTensors, decoder: str, embedding: Tensor) -> Non
 def build_model(converted: Converted, seed: int) -> PerformerLM:
     """A :class:`PerformerLM` with the converted tensors; FAVOR projections drawn from ``seed``."""
     model = PerformerLM(converted.config)
-    expected = {k: v for k, v in model.state_dict().items() if not k.endswith(".attn.projection") and k != "lm_head.embedding.weight"}
+    expected = {k: v for k, v in model.state_dict().items()
+                if not k.endswith(".attn.projection") and k != "lm_head.embedding.weight"}
     missing = sorted(set(expected) - set(converted.tensors))
     unexpected = sorted(set(converted.tensors) - set(expected))
     if missing or unexpected:

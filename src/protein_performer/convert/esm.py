@@ -25,7 +25,8 @@ def esm_config(hf: dict) -> PerformerConfig:
                               f"only rotary ESM-2 models convert")
     base = hf.get("rope_theta", hf.get("rotary_base", ROTARY_BASE))
     if float(base) != ROTARY_BASE:
-        raise ConversionError(f"rotary base {base} is not supported: protein-performer's rotary positions use base {ROTARY_BASE:g}")
+        raise ConversionError(f"rotary base {base} is not supported: "
+                              f"protein-performer's rotary positions use base {ROTARY_BASE:g}")
     if hf.get("is_folding_model"):
         raise ConversionError("ESMFold (is_folding_model) is not a masked language model: convert an EsmForMaskedLM")
     if hf.get("hidden_act", "gelu") != "gelu":
