@@ -96,13 +96,14 @@ def reference_log_probs(model, vocabulary, sequence: str, masked: int | None = N
     return rows if masked is None else rows[masked]
 
 
-@pytest.mark.parametrize("token_dropout,weights", [(True, "safetensors"), (False, "bin"), (True, "sharded")])
-def test_esm_exact_conversion_reproduces_hugging_face(tmp_path, token_dropout, weights):
-    source = save_esm(tmp_path / "esm", token_dropout=token_dropout, weights=weights)
+@pytest.mark.parametrize("token_dropout,weights,norm_before", [(True, "safetensors", False), (False, "bin", False),
+                                                             (True, "sharded", False), (True, "safetensors", True)])
+def test_esm_exact_conversion_reproduces_hugging_face(tmp_path, token_dropout, weights, norm_before):
+    source = save_esm(tmp_path / "esm", token_dropout=token_dropout, weights=weights, emb_layer_norm_before=norm_before)
     report = convert_model(tmp_path / "esm", tmp_path / "out", attention="softmax")
     assert any("dropped: . - <null_1>" in n for n in report.notes)
     plm = protein_performer.load(tmp_path / "out")
-    assert plm.config.token_dropout == token_dropout and plm.config.attention == "softmax"
+    assert (plm.config.token_dropout, plm.config.embed_norm, plm.config.attention) == (token_dropout, norm_before, "softmax")
     expected = reference_log_probs(source, ESM2_VOCABULARY, SEQUENCE)
     assert (expected - expected.mean(-1, keepdim=True)).abs().max() > 1.0  # far from uniform: errors would show
     torch.testing.assert_close(plm.residue_log_probs(SEQUENCE), expected, atol=1e-4, rtol=0)
