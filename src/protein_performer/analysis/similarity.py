@@ -105,8 +105,10 @@ class ProfileAccumulator:
 
 
 def similarity_matrix(profiles: np.ndarray) -> np.ndarray:
-    """Pearson correlation across heads between the amino acids' profiles: ``[20, 20]``."""
-    return np.corrcoef(profiles.T)
+    """Pearson correlation across heads between the amino acids' profiles: ``[20, 20]`` (NaN for an
+    amino acid whose share is the same in every head, e.g. never attended to)."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.corrcoef(profiles.T)
 
 
 def blosum62(letters: str = STANDARD_AMINO_ACIDS) -> np.ndarray:
