@@ -16,7 +16,8 @@ def _approximation(args: argparse.Namespace) -> int:
 
     try:
         result = run_approximation(args.out, samples=args.samples, length=args.length, dim=args.dim, feature_counts=args.features,
-                                   seed=args.seed, checkpoint=args.checkpoint, max_length=args.max_length, progress=not args.quiet)
+                                   seed=args.seed, checkpoint=args.checkpoint, fasta=args.fasta, max_length=args.max_length,
+                                   progress=not args.quiet)
     except USER_ERRORS as err:
         raise UserError(str(err)) from None
     for source in ("random", "checkpoint"):
@@ -90,7 +91,8 @@ def add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
 
     approx = which.add_parser("approximation", help="MSE of FAVOR's attention matrix against exact softmax, by M, kernel and projection")
     approx.add_argument("--out", default="runs/analysis", help="output folder (approximation.png, approximation.json)")
-    approx.add_argument("--checkpoint", help="also measure on the real q/k of this model's layers (test-split proteins)")
+    approx.add_argument("--checkpoint", help="also measure on the real q/k of this model's layers")
+    approx.add_argument("--fasta", help="proteins for --checkpoint (default: the test split of the embedded corpus)")
     approx.add_argument("--features", type=int, nargs="+", default=[16, 32, 64, 128, 256], help="numbers of random features M")
     approx.add_argument("--samples", type=int, default=15, help="random input samples (and test-split proteins with --checkpoint)")
     approx.add_argument("--length", type=int, default=4096, help="L of the random inputs")

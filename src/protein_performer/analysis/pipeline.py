@@ -52,49 +52,73 @@ def find_sequence(fasta: str | os.PathLike, record_id: str) -> str:
     raise ValueError(f"no record with id {record_id!r} in {fasta}")
 
 
-def run_approximation(out: str | os.PathLike, *, samples: int = 15, length: int = 4096, dim: int = 16,
-                      feature_counts: Sequence[int] = approx.FEATURE_COUNTS, seed: int = 0,
-                      checkpoint: str | os.PathLike | None = None, max_length: int = 1024,
-                      by_value_features: int = 64, progress: bool = True) -> dict:
-    """MSE tables and error by true value on random inputs (and, with ``checkpoint``, on the real q/k
-    of its layers for the first ``samples`` test-split proteins cropped to ``max_length`` residues)."""
-    out = Path(out)
-    for m in feature_counts:
-        if m < 1:
-            raise ValueError(f"feature counts must be positive, got {m}")
-    if min(samples, length, dim) < 1:
-        raise ValueError("--samples, --length and --dim must be positive")
+def random_approximation(*, samples: int = 15, length: int = 4096, dim: int = 16,
+                         feature_counts: Sequence[int] = approx.FEATURE_COUNTS, seed: int = 0, by_value_features: int = 64,
+                         progress: bool = True) -> dict:
+    """MSE table (all ``samples``) and error by true value (the first 3 samples) on random inputs."""
+    if min(samples, length, dim, *feature_counts) < 1:
+        raise ValueError("--samples, --length, --dim and --features must be positive")
     started = time.perf_counter()
     pairs = approx.random_inputs(samples, length, dim, seed=seed)
-    result: dict = {
-        "setup": {"samples": samples, "length": length, "dim": dim, "feature_counts": list(feature_counts), "seed": seed,
-                  "inputs": "entries N(0, 1/sqrt(d)): E|q d^-1/4|^2 = 1", "dtype": "float64"},
-        "random": {
-            "mse": approx.mse_table(pairs, feature_counts=feature_counts, seed=seed, progress=_progress(progress, "random q/k")),
-            "by_value": approx.error_by_value(pairs[: min(3, samples)], num_features=by_value_features, seed=seed),
-        },
+    return {
+        "samples": samples, "length": length, "dim": dim, "feature_counts": list(feature_counts), "seed": seed,
+        "inputs": "entries N(0, 1/sqrt(d)): E|q d^-1/4|^2 = 1",
+        "mse": approx.mse_table(pairs, feature_counts=feature_counts, seed=seed, progress=_progress(progress, "random q/k")),
+        "by_value": approx.error_by_value(pairs[: min(3, samples)], num_features=by_value_features, seed=seed),
+        "seconds": round(time.perf_counter() - started, 1),
     }
-    del pairs
-    plot_approximation(result["random"]["mse"], result["random"]["by_value"], out / "approximation.png",
-                       title=f"random inputs: L = {length}, d = {dim}, {samples} samples")
-    if checkpoint is not None:
-        from ..inference import load
 
-        plm = load(checkpoint)
-        sequences = read_sequences(count=samples)
-        tokens = [plm.tokenize(s[:max_length]) for _, s in sequences]
-        pairs = approx.checkpoint_pairs(plm.model, tokens)
-        result["checkpoint"] = {
-            "path": str(checkpoint), "sequences": len(tokens), "residues": sum(len(t) - 2 for t in tokens),
-            "pairs": len(pairs), "dim": int(pairs[0][0].shape[-1]), "max_length": max_length,
-            "model": {"attention": plm.config.attention, "kernel": plm.config.kernel, "num_features": plm.config.num_features},
-            "mse": approx.mse_table(pairs, feature_counts=feature_counts, seed=seed, progress=_progress(progress, "checkpoint q/k")),
-            "by_value": approx.error_by_value(pairs, num_features=by_value_features, seed=seed),
-        }
-        plot_approximation(result["checkpoint"]["mse"], result["checkpoint"]["by_value"], out / "approximation_checkpoint.png",
-                           title=f"real q/k of {Path(checkpoint).name}: {len(pairs)} (sequence, layer, head), d = {result['checkpoint']['dim']}")
-    result["seconds"] = round(time.perf_counter() - started, 1)
+
+def checkpoint_approximation(checkpoint: str | os.PathLike, *, fasta: str | os.PathLike | None = None, sequences: int = 15,
+                             max_length: int = 1024,
+                             feature_counts: Sequence[int] = approx.FEATURE_COUNTS, seed: int = 0, by_value_features: int = 64,
+                             progress: bool = True) -> dict:
+    """The same on the real q/k of every layer and head of ``checkpoint`` for the first ``sequences``
+    proteins of ``fasta`` (default: the test split), each cropped to ``max_length`` residues (one sample
+    per sequence, layer and head)."""
+    from ..inference import load
+
+    if min(sequences, max_length, *feature_counts) < 1:
+        raise ValueError("--samples, --max-length and --features must be positive")
+    started = time.perf_counter()
+    plm = load(checkpoint)
+    tokens = [plm.tokenize(s[:max_length]) for _, s in read_sequences(fasta, count=sequences)]
+    pairs = approx.checkpoint_pairs(plm.model, tokens)
+    return {
+        "path": str(checkpoint), "sequences": len(tokens), "residues": sum(len(t) - 2 for t in tokens), "samples": len(pairs),
+        "dim": int(pairs[0][0].shape[-1]), "max_length": max_length, "feature_counts": list(feature_counts), "seed": seed,
+        "model": {"attention": plm.config.attention, "kernel": plm.config.kernel, "num_features": plm.config.num_features},
+        "mse": approx.mse_table(pairs, feature_counts=feature_counts, seed=seed, progress=_progress(progress, "checkpoint q/k")),
+        "by_value": approx.error_by_value(pairs, num_features=by_value_features, seed=seed),
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+def write_approximation(out: str | os.PathLike, result: dict) -> None:
+    """``approximation.png`` (and ``approximation_checkpoint.png``) and ``approximation.json`` for a
+    ``{"random": ..., "checkpoint": ...}`` result."""
+    out = Path(out)
+    r = result["random"]
+    plot_approximation(r["mse"], r["by_value"], out / "approximation.png",
+                       title=f"random inputs: L = {r['length']}, d = {r['dim']}, {r['samples']} samples")
+    if "checkpoint" in result:
+        c = result["checkpoint"]
+        plot_approximation(c["mse"], c["by_value"], out / "approximation_checkpoint.png",
+                           title=f"real q/k of {Path(c['path']).name}: {c['samples']} (sequence, layer, head), d = {c['dim']}")
     _write_json(out / "approximation.json", result)
+
+
+def run_approximation(out: str | os.PathLike, *, samples: int = 15, length: int = 4096, dim: int = 16,
+                      feature_counts: Sequence[int] = approx.FEATURE_COUNTS, seed: int = 0,
+                      checkpoint: str | os.PathLike | None = None, fasta: str | os.PathLike | None = None, max_length: int = 1024,
+                      progress: bool = True) -> dict:
+    """Random inputs, and with ``checkpoint`` its real q/k too (``samples`` proteins of ``fasta``)."""
+    result = {"random": random_approximation(samples=samples, length=length, dim=dim, feature_counts=feature_counts, seed=seed,
+                                             progress=progress)}
+    if checkpoint is not None:
+        result["checkpoint"] = checkpoint_approximation(checkpoint, fasta=fasta, sequences=samples, max_length=max_length,
+                                                        feature_counts=feature_counts, seed=seed, progress=progress)
+    write_approximation(out, result)
     return result
 
 

@@ -78,9 +78,9 @@ def _approximation_section(folder: Path) -> str:
         counts = list(next(iter(mse.values()))["orthogonal"])
         rows = [[f"{kernel} ({projection})", *(f"{mse[kernel][projection][m]['median']:.2e}" for m in counts)]
                 for kernel in mse for projection in ("orthogonal", "iid")]
-        setup = result["setup"] if source == "random" else result["checkpoint"]
-        caption = (f"Random inputs: L = {setup['length']}, d = {setup['dim']}, {setup['samples']} samples" if source == "random"
-                   else f"Real q/k of {setup['path']}: {setup['pairs']} (sequence, layer, head) pairs, d = {setup['dim']}")
+        r = result[source]
+        caption = (f"Random inputs: L = {r['length']}, d = {r['dim']}, {r['samples']} samples" if source == "random"
+                   else f"Real q/k of {r['path']}: {r['samples']} (sequence, layer, head) samples, d = {r['dim']}")
         parts.append(f"<h3>{html.escape(caption)}</h3><p>Median MSE of the attention matrix against exact softmax.</p>"
                      + _table(["kernel", *(f"M = {m}" for m in counts)], rows))
         if (folder / figure).exists():
@@ -135,7 +135,8 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *
     history = read_history(run)
     if history:
         with tempfile.TemporaryDirectory() as tmp:
-            curves = Path(tmp) / "training_curves.png"
+            curves = Path(tmp) / run.resolve().name / "training_curves.png"  # the plot's title is its folder's name
+            curves.parent.mkdir()
             plot_training_curves(history, curves)
             last = history[-1]
             sections.append("<h2>Training</h2>" + _image(curves, f"Loss and accuracy against optimizer step (last step {last['step']})"))
