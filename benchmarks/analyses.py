@@ -1,0 +1,118 @@
+"""The paper's analyses for the shared models: approximation error, attention maps, BLOSUM62.
+
+    OMP_NUM_THREADS=1 python benchmarks/analyses.py [--shared runs/shared] [--out runs/analysis] [--wait]
+
+Models (trained by `protein-performer train --preset tiny --seq-len 256 --batch-size 32 --seed 0`):
+``exact-tiny`` (exact softmax, 1000 steps), ``favor-better`` (FAVOR+, 3000 steps) and ``favor-tiny``
+(FAVOR+, 1000 steps: the demo). A model counts as finished when its folder holds a ``DONE`` file;
+with ``--wait`` the script polls for it. Steps whose JSON is already in OUT are reused (delete OUT to
+measure anew). Writes OUT/approximation_random.json, OUT/MODEL/{similarity,attention_maps}_*,
+OUT/favor-better/approximation.json (+ real q/k), OUT/favor-better/evaluation.json,
+OUT/favor-better/report.html, OUT/summary.json, and copies the figures to docs/figures/analysis_*.png.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import time
+from pathlib import Path
+
+from protein_performer.analysis.pipeline import (
+    checkpoint_approximation,
+    random_approximation,
+    run_attention_maps,
+    run_similarity,
+    write_approximation,
+)
+from protein_performer.analysis.report import write_report
+from protein_performer.training.evaluate import evaluate
+
+MODELS = ("exact-tiny", "favor-better", "favor-tiny")
+BETTER = "favor-better"
+
+
+def cached(path: Path, compute, *, log: str) -> dict:
+    if path.exists():
+        print(f"{log}: reusing {path}", flush=True)
+        return json.loads(path.read_text())
+    started = time.perf_counter()
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"{log}: {time.perf_counter() - started:.0f} s -> {path}", flush=True)
+    return result
+
+
+def wait_for(model: Path, wait: bool) -> bool:
+    while not (model / "DONE").exists():
+        if not wait:
+            return False
+        time.sleep(30)
+    return True
+
+
+def mse_rows(mse: dict, statistic: str = "median") -> dict:
+    return {kernel: {proj: {m: v[statistic] for m, v in rows.items()} for proj, rows in by.items()} for kernel, by in mse.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", default="runs/shared")
+    parser.add_argument("--out", default="runs/analysis")
+    parser.add_argument("--figures", default="docs/figures")
+    parser.add_argument("--wait", action="store_true", help="poll for models that are still training")
+    parser.add_argument("--samples", type=int, default=15)
+    parser.add_argument("--length", type=int, default=4096)
+    parser.add_argument("--sequences", type=int, default=800)
+    parser.add_argument("--max-length", type=int, default=1024)
+    args = parser.parse_args()
+    shared, out, figures = Path(args.shared), Path(args.out), Path(args.figures)
+
+    summary: dict = {"random": cached(out / "approximation_random.json", lambda: random_approximation(
+        samples=args.samples, length=args.length, dim=16, seed=0), log="random q/k approximation")}
+    summary["models"] = {}
+    for name in MODELS:
+        model = shared / name
+        if not wait_for(model, args.wait):
+            print(f"{name}: not finished (no {model / 'DONE'}), skipped", flush=True)
+            continue
+        folder = out / name
+        entry = summary["models"][name] = {}
+        sim = cached(folder / f"similarity_{name}.json", lambda: run_similarity(
+            folder, model, sequences=args.sequences, max_length=args.max_length, label=name), log=f"{name} similarity")
+        entry["similarity"] = {k: sim[k] for k in ("comparison", "sequences", "residues", "heads", "max_length", "seconds")}
+        maps = cached(folder / "attention_maps_BPT1_BOVIN.json", lambda: run_attention_maps(folder, model), log=f"{name} attention maps")
+        entry["attention_maps"] = maps["heads"]
+        if name == BETTER:
+            real = cached(folder / "approximation_checkpoint.json", lambda: checkpoint_approximation(
+                model, sequences=args.samples, max_length=args.max_length), log=f"{name} real q/k approximation")
+            write_approximation(folder, {"random": summary["random"], "checkpoint": real})
+            entry["approximation"] = {k: real[k] for k in ("sequences", "residues", "samples", "dim", "seconds")}
+            entry["approximation"]["median_mse"] = mse_rows(real["mse"])
+            entry["evaluation"] = cached(folder / "evaluation.json", lambda: evaluate(model), log=f"{name} evaluation")
+            report = write_report(model, folder / "report.html", analysis=folder, figures=figures, evaluate_run=True)
+            print(f"{name}: report {report}", flush=True)
+            for source, target in (("approximation.png", "analysis_approximation.png"),
+                                   ("approximation_checkpoint.png", "analysis_approximation_checkpoint.png"),
+                                   ("attention_maps_BPT1_BOVIN.png", "analysis_attention_maps.png")):
+                shutil.copyfile(folder / source, figures / target)
+        shutil.copyfile(folder / f"similarity_{name}.png", figures / f"analysis_similarity_{name}.png")
+
+    random = summary.pop("random")
+    summary["random"] = {k: random[k] for k in ("samples", "length", "dim", "inputs", "seconds")}
+    summary["random"]["median_mse"] = mse_rows(random["mse"])
+    summary["random"]["mean_mse"] = mse_rows(random["mse"], "mean")
+    summary["random"]["relative_rmse_by_value"] = {k: random["by_value"][k]["relative_rmse"] for k in random["mse"]}
+    summary["random"]["by_value_edges"] = random["by_value"]["edges"]
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    for name, entry in summary["models"].items():
+        c = entry["similarity"]["comparison"]
+        print(f"{name}: Spearman vs BLOSUM62 {c['spearman']:.4f} (p = {c['p_value']:.3g}, {c['pairs']} pairs, "
+              f"{entry['similarity']['residues']:,} residues)")
+    print(f"wrote {out / 'summary.json'}")
+
+
+if __name__ == "__main__":
+    main()
