@@ -68,7 +68,7 @@ def plot_attention_maps(maps: np.ndarray, residues: str, path: Path, title: str 
     """A grid of attention windows ``[layers, H, W, W]``: one row per layer, one column per head."""
     layers, heads, w, _ = maps.shape
     size = 2.4 if heads > 4 else 2.8
-    fig, axes = plt.subplots(layers, heads, figsize=(size * heads, size * layers + 0.4), squeeze=False)
+    fig, axes = plt.subplots(layers, heads, figsize=(size * heads, (size + 0.3) * layers + 0.4), squeeze=False)
     ticks = range(0, w, max(1, w // 6))
     for i in range(layers):
         for j in range(heads):
