@@ -5,10 +5,13 @@
 Models (trained by `protein-performer train --preset tiny --seq-len 256 --batch-size 32 --seed 0`):
 ``exact-tiny`` (exact softmax, 1000 steps), ``favor-better`` (FAVOR+, 3000 steps) and ``favor-tiny``
 (FAVOR+, 1000 steps: the demo). A model counts as finished when its folder holds a ``DONE`` file;
-with ``--wait`` the script polls for it. Steps whose JSON is already in OUT are reused (delete OUT to
-measure anew). Writes OUT/approximation_random.json, OUT/MODEL/{similarity,attention_maps}_*,
-OUT/favor-better/approximation.json (+ real q/k), OUT/favor-better/evaluation.json,
-OUT/favor-better/report.html, OUT/summary.json, and copies the figures to docs/figures/analysis_*.png.
+with ``--wait`` the script polls for it, with ``--partial`` it analyzes a model still training at its
+latest checkpoint. ``--use NAME=DIR`` takes a model from elsewhere (a run or a checkpoint folder). The
+weights analyzed are first copied to OUT/NAME/step-N/model (with the metrics up to step N), so every
+analysis of a model sees the same step; results already in OUT/NAME/step-N are reused.
+Writes OUT/approximation_random.json, OUT/NAME/step-N/{similarity,attention_maps}_*,
+approximation.json (+ real q/k), evaluation.json and report.html for favor-better, OUT/summary.json,
+and copies the figures to docs/figures/analysis_*.png.
 """
 
 from __future__ import annotations
@@ -53,6 +56,29 @@ def wait_for(model: Path, wait: bool) -> bool:
     return True
 
 
+def snapshot(model: Path, out: Path) -> tuple[Path, int]:
+    """Copy the latest complete checkpoint of run ``model`` (or checkpoint folder ``model``) to
+    ``out/step-N/model`` with its frequencies and the metrics up to step N; return the copy and N."""
+    pointer = model / "checkpoints" / "latest"
+    checkpoint = model / "checkpoints" / pointer.read_text().strip() if pointer.exists() else model
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    step = int(state["step"])
+    target = out / f"step-{step}" / "model"
+    if not target.exists():
+        tmp = target.with_name("model.tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        for name in ("config.json", "model.safetensors", "train_config.json"):
+            shutil.copyfile(checkpoint / name, tmp / name)
+        (tmp / "frequencies.json").write_text(json.dumps({"frequencies": state["frequencies"]}) + "\n")
+        metrics = model / "metrics.jsonl"
+        if metrics.exists():
+            rows = [line for line in metrics.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
+            (tmp / "metrics.jsonl").write_text("".join(row + "\n" for row in rows))
+        tmp.rename(target)
+    return target, step
+
+
 def mse_rows(mse: dict, statistic: str = "median") -> dict:
     return {kernel: {proj: {m: v[statistic] for m, v in rows.items()} for proj, rows in by.items()} for kernel, by in mse.items()}
 
@@ -63,6 +89,8 @@ def main() -> None:
     parser.add_argument("--out", default="runs/analysis")
     parser.add_argument("--figures", default="docs/figures")
     parser.add_argument("--wait", action="store_true", help="poll for models that are still training")
+    parser.add_argument("--partial", action="store_true", help="analyze models still training at their latest checkpoint")
+    parser.add_argument("--use", nargs="+", default=[], metavar="NAME=DIR", help="take model NAME from DIR instead of --shared")
     parser.add_argument("--samples", type=int, default=15)
     parser.add_argument("--length", type=int, default=4096)
     parser.add_argument("--sequences", type=int, default=800)
@@ -73,13 +101,20 @@ def main() -> None:
     summary: dict = {"random": cached(out / "approximation_random.json", lambda: random_approximation(
         samples=args.samples, length=args.length, dim=16, seed=0), log="random q/k approximation")}
     summary["models"] = {}
+    overrides = dict(item.split("=", 1) for item in args.use)
     for name in MODELS:
-        model = shared / name
-        if not wait_for(model, args.wait):
-            print(f"{name}: not finished (no {model / 'DONE'}), skipped", flush=True)
+        source = Path(overrides.get(name, shared / name))
+        if not source.is_dir():
+            print(f"{name}: no {source}, skipped", flush=True)
             continue
-        folder = out / name
-        entry = summary["models"][name] = {}
+        finished = name in overrides or wait_for(source, args.wait and not args.partial)
+        if not finished and not args.partial:
+            print(f"{name}: not finished (no {source / 'DONE'}), skipped", flush=True)
+            continue
+        model, step = snapshot(source, out / name)
+        folder = model.parent
+        print(f"{name}: step {step} of {source}{'' if finished else ' (still training)'}", flush=True)
+        entry = summary["models"][name] = {"source": str(source), "step": step, "finished": finished}
         sim = cached(folder / f"similarity_{name}.json", lambda: run_similarity(
             folder, model, sequences=args.sequences, max_length=args.max_length, label=name), log=f"{name} similarity")
         entry["similarity"] = {k: sim[k] for k in ("comparison", "sequences", "residues", "heads", "max_length", "seconds")}
@@ -92,12 +127,12 @@ def main() -> None:
             entry["approximation"] = {k: real[k] for k in ("sequences", "residues", "samples", "dim", "seconds")}
             entry["approximation"]["median_mse"] = mse_rows(real["mse"])
             entry["evaluation"] = cached(folder / "evaluation.json", lambda: evaluate(model), log=f"{name} evaluation")
-            report = write_report(model, folder / "report.html", analysis=folder, figures=figures, evaluate_run=True)
+            report = write_report(model, folder / "report.html", analysis=folder, figures=figures, evaluation=entry["evaluation"])
             print(f"{name}: report {report}", flush=True)
-            for source, target in (("approximation.png", "analysis_approximation.png"),
+            for produced, copy in (("approximation.png", "analysis_approximation.png"),
                                    ("approximation_checkpoint.png", "analysis_approximation_checkpoint.png"),
                                    ("attention_maps_BPT1_BOVIN.png", "analysis_attention_maps.png")):
-                shutil.copyfile(folder / source, figures / target)
+                shutil.copyfile(folder / produced, figures / copy)
         shutil.copyfile(folder / f"similarity_{name}.png", figures / f"analysis_similarity_{name}.png")
 
     random = summary.pop("random")

@@ -57,10 +57,7 @@ def _settings(run: Path) -> str:
     return "".join(parts)
 
 
-def _evaluation(run: Path) -> str:
-    from ..training.evaluate import evaluate
-
-    r = evaluate(run)
+def _evaluation(r: dict) -> str:
     target = "masked positions" if r["objective"] == "mlm" else "next tokens"
     rows = [["model", f"{100 * r['accuracy']:.2f}%", f"{r['perplexity']:.3f}"],
             ["empirical baseline", f"{100 * r['baseline_accuracy']:.2f}%", f"{r['baseline_perplexity']:.3f}"]]
@@ -125,8 +122,10 @@ def _analysis(folder: Path) -> str:
 
 
 def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *, analysis: str | os.PathLike | None = None,
-                 figures: str | os.PathLike | None = None, evaluate_run: bool = True) -> Path:
-    """Write the page (default ``RUN/report.html``) and return its path."""
+                 figures: str | os.PathLike | None = None, evaluate_run: bool = True, evaluation: dict | None = None) -> Path:
+    """Write the page (default ``RUN/report.html``) and return its path. The evaluation table is
+    ``evaluation`` (a result of :func:`~protein_performer.training.evaluate.evaluate`) when given,
+    else computed on the test split unless ``evaluate_run`` is False."""
     run = Path(run)
     if not (run / "config.json").exists():
         raise FileNotFoundError(f"{run} is not a training run directory (no config.json)")
@@ -140,8 +139,12 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *
             plot_training_curves(history, curves)
             last = history[-1]
             sections.append("<h2>Training</h2>" + _image(curves, f"Loss and accuracy against optimizer step (last step {last['step']})"))
-    if evaluate_run:
-        sections.append("<h2>Evaluation</h2>" + _evaluation(run))
+    if evaluation is None and evaluate_run:
+        from ..training.evaluate import evaluate
+
+        evaluation = evaluate(run)
+    if evaluation is not None:
+        sections.append("<h2>Evaluation</h2>" + _evaluation(evaluation))
     sections.append("<h2>Settings</h2>" + _settings(run))
     if analysis is not None:
         sections.append(_analysis(Path(analysis)))
