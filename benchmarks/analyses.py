@@ -36,12 +36,13 @@ MODELS = ("exact-tiny", "favor-better", "favor-tiny")
 BETTER = "favor-better"
 
 
-def cached(path: Path, compute, *, log: str) -> dict:
+def cached(path: Path, log: str, compute, *args, **kwargs) -> dict:
+    """``compute(*args, **kwargs)`` saved as JSON at ``path``, or what ``path`` already holds."""
     if path.exists():
         print(f"{log}: reusing {path}", flush=True)
         return json.loads(path.read_text())
     started = time.perf_counter()
-    result = compute()
+    result = compute(*args, **kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(f"{log}: {time.perf_counter() - started:.0f} s -> {path}", flush=True)
@@ -98,8 +99,8 @@ def main() -> None:
     args = parser.parse_args()
     shared, out, figures = Path(args.shared), Path(args.out), Path(args.figures)
 
-    summary: dict = {"random": cached(out / "approximation_random.json", lambda: random_approximation(
-        samples=args.samples, length=args.length, dim=16, seed=0), log="random q/k approximation")}
+    summary: dict = {"random": cached(out / "approximation_random.json", "random q/k approximation", random_approximation,
+                                      samples=args.samples, length=args.length, dim=16, seed=0)}
     summary["models"] = {}
     overrides = dict(item.split("=", 1) for item in args.use)
     for name in MODELS:
@@ -115,18 +116,19 @@ def main() -> None:
         folder = model.parent
         print(f"{name}: step {step} of {source}{'' if finished else ' (still training)'}", flush=True)
         entry = summary["models"][name] = {"source": str(source), "step": step, "finished": finished}
-        sim = cached(folder / f"similarity_{name}.json", lambda: run_similarity(
-            folder, model, sequences=args.sequences, max_length=args.max_length, label=name), log=f"{name} similarity")
+        sim = cached(folder / f"similarity_{name}.json", f"{name} similarity", run_similarity,
+                     folder, model, sequences=args.sequences, max_length=args.max_length, label=name)
         entry["similarity"] = {k: sim[k] for k in ("comparison", "sequences", "residues", "heads", "max_length", "seconds")}
-        maps = cached(folder / "attention_maps_BPT1_BOVIN.json", lambda: run_attention_maps(folder, model), log=f"{name} attention maps")
+        maps = cached(folder / "attention_maps_BPT1_BOVIN.json", f"{name} attention maps", run_attention_maps,
+                      folder, model, label=f"{name}, step {step}")
         entry["attention_maps"] = maps["heads"]
         if name == BETTER:
-            real = cached(folder / "approximation_checkpoint.json", lambda: checkpoint_approximation(
-                model, sequences=args.samples, max_length=args.max_length), log=f"{name} real q/k approximation")
+            real = cached(folder / "approximation_checkpoint.json", f"{name} real q/k approximation", checkpoint_approximation,
+                          model, sequences=args.samples, max_length=args.max_length, label=f"{name}, step {step}")
             write_approximation(folder, {"random": summary["random"], "checkpoint": real})
             entry["approximation"] = {k: real[k] for k in ("sequences", "residues", "samples", "dim", "seconds")}
             entry["approximation"]["median_mse"] = mse_rows(real["mse"])
-            entry["evaluation"] = cached(folder / "evaluation.json", lambda: evaluate(model), log=f"{name} evaluation")
+            entry["evaluation"] = cached(folder / "evaluation.json", f"{name} evaluation", evaluate, model)
             report = write_report(model, folder / "report.html", analysis=folder, figures=figures, evaluation=entry["evaluation"])
             print(f"{name}: report {report}", flush=True)
             for produced, copy in (("approximation.png", "analysis_approximation.png"),

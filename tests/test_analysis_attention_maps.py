@@ -1,14 +1,19 @@
 import pytest
 import torch
+from conftest import qkv
 
-from protein_performer.analysis.attention_maps import BPT1_BOVIN, attention_windows, favor_window, head_statistics, sequence_attention_maps
+from protein_performer.analysis.attention_maps import (
+    BPT1_BOVIN,
+    attention_windows,
+    favor_window,
+    head_statistics,
+    sequence_attention_maps,
+)
 from protein_performer.attention import favor_attention
 from protein_performer.attention.features import key_features, query_features
-from protein_performer.attention.naive import favor_attention_matrix, softmax_attention_matrix
+from protein_performer.attention.naive import favor_attention_matrix
 from protein_performer.inference import ProteinLanguageModel
 from protein_performer.model import PerformerLM, preset
-
-from conftest import qkv
 
 
 def _model(attention="favor", kernel="softmax", objective="mlm", seed=0):

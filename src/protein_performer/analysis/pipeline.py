@@ -70,7 +70,7 @@ def random_approximation(*, samples: int = 15, length: int = 4096, dim: int = 16
 
 
 def checkpoint_approximation(checkpoint: str | os.PathLike, *, fasta: str | os.PathLike | None = None, sequences: int = 15,
-                             max_length: int = 1024,
+                             max_length: int = 1024, label: str | None = None,
                              feature_counts: Sequence[int] = approx.FEATURE_COUNTS, seed: int = 0, by_value_features: int = 64,
                              progress: bool = True) -> dict:
     """The same on the real q/k of every layer and head of ``checkpoint`` for the first ``sequences``
@@ -85,7 +85,8 @@ def checkpoint_approximation(checkpoint: str | os.PathLike, *, fasta: str | os.P
     tokens = [plm.tokenize(s[:max_length]) for _, s in read_sequences(fasta, count=sequences)]
     pairs = approx.checkpoint_pairs(plm.model, tokens)
     return {
-        "path": str(checkpoint), "sequences": len(tokens), "residues": sum(len(t) - 2 for t in tokens), "samples": len(pairs),
+        "path": str(checkpoint), "label": label or Path(checkpoint).resolve().name,
+        "sequences": len(tokens), "residues": sum(len(t) - 2 for t in tokens), "samples": len(pairs),
         "dim": int(pairs[0][0].shape[-1]), "max_length": max_length, "feature_counts": list(feature_counts), "seed": seed,
         "model": {"attention": plm.config.attention, "kernel": plm.config.kernel, "num_features": plm.config.num_features},
         "mse": approx.mse_table(pairs, feature_counts=feature_counts, seed=seed, progress=_progress(progress, "checkpoint q/k")),
@@ -104,7 +105,7 @@ def write_approximation(out: str | os.PathLike, result: dict) -> None:
     if "checkpoint" in result:
         c = result["checkpoint"]
         plot_approximation(c["mse"], c["by_value"], out / "approximation_checkpoint.png",
-                           title=f"real q/k of {Path(c['path']).name}: {c['samples']} (sequence, layer, head), d = {c['dim']}")
+                           title=f"real q/k of {c['label']}: {c['samples']} (sequence, layer, head), d = {c['dim']}")
     _write_json(out / "approximation.json", result)
 
 
@@ -123,9 +124,10 @@ def run_approximation(out: str | os.PathLike, *, samples: int = 15, length: int 
 
 
 def run_attention_maps(out: str | os.PathLike, checkpoint: str | os.PathLike, *, sequence: str = BPT1_BOVIN,
-                       name: str = "BPT1_BOVIN", start: int = 0, window: int = 256) -> dict:
+                       name: str = "BPT1_BOVIN", start: int = 0, window: int = 256, label: str | None = None) -> dict:
     """Every layer's and head's attention over residues ``[start, start + window)`` of ``sequence``:
-    ``attention_maps_NAME.png`` (grid), ``.json`` (per-head statistics) and ``.npz`` (the matrices)."""
+    ``attention_maps_NAME.png`` (grid), ``.json`` (per-head statistics) and ``.npz`` (the matrices).
+    ``label`` names the model in the title (default: the checkpoint folder's name)."""
     from ..inference import load
 
     if window < 1:
@@ -139,8 +141,9 @@ def run_attention_maps(out: str | os.PathLike, checkpoint: str | os.PathLike, *,
     out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out / f"{stem}.npz", maps=maps, residues=shown, start=start)
     kind = "FAVOR" if plm.config.attention == "favor" else "exact softmax"
+    label = label or Path(checkpoint).resolve().name
     plot_attention_maps(maps, shown, out / f"{stem}.png", start=start,
-                        title=f"{name}: residues {start + 1}-{start + len(shown)} of {len(sequence)}, {kind} attention ({Path(checkpoint).name})")
+                        title=f"{name}: residues {start + 1}-{start + len(shown)} of {len(sequence)}, {kind} attention ({label})")
     result = {"name": name, "checkpoint": str(checkpoint), "attention": plm.config.attention, "length": len(sequence),
               "start": start, "window": len(shown), "residues": shown,
               "heads": head_statistics(torch.from_numpy(maps).double())}
