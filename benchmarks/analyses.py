@@ -129,7 +129,8 @@ def main() -> None:
             entry["approximation"] = {k: real[k] for k in ("sequences", "residues", "samples", "dim", "seconds")}
             entry["approximation"]["median_mse"] = mse_rows(real["mse"])
             entry["evaluation"] = cached(folder / "evaluation.json", f"{name} evaluation", evaluate, model)
-            report = write_report(model, folder / "report.html", analysis=folder, figures=figures, evaluation=entry["evaluation"])
+            report = write_report(model, folder / "report.html", analysis=folder, figures=figures, evaluation=entry["evaluation"],
+                                  name=f"{name}, step {step}")
             print(f"{name}: report {report}", flush=True)
             for produced, copy in (("approximation.png", "analysis_approximation.png"),
                                    ("approximation_checkpoint.png", "analysis_approximation_checkpoint.png"),

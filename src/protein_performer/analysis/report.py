@@ -122,19 +122,22 @@ def _analysis(folder: Path) -> str:
 
 
 def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *, analysis: str | os.PathLike | None = None,
-                 figures: str | os.PathLike | None = None, evaluate_run: bool = True, evaluation: dict | None = None) -> Path:
+                 figures: str | os.PathLike | None = None, evaluate_run: bool = True, evaluation: dict | None = None,
+                 name: str | None = None) -> Path:
     """Write the page (default ``RUN/report.html``) and return its path. The evaluation table is
     ``evaluation`` (a result of :func:`~protein_performer.training.evaluate.evaluate`) when given,
-    else computed on the test split unless ``evaluate_run`` is False."""
+    else computed on the test split unless ``evaluate_run`` is False. ``name``: the run's name in the
+    page (default: its folder's name)."""
     run = Path(run)
     if not (run / "config.json").exists():
         raise FileNotFoundError(f"{run} is not a training run directory (no config.json)")
     out = Path(out) if out else run / "report.html"
-    sections = [f"<h1>protein-performer run {html.escape(run.resolve().name)}</h1>"]
+    name = name or run.resolve().name
+    sections = [f"<h1>protein-performer run {html.escape(name)}</h1>"]
     history = read_history(run)
     if history:
         with tempfile.TemporaryDirectory() as tmp:
-            curves = Path(tmp) / run.resolve().name / "training_curves.png"  # the plot's title is its folder's name
+            curves = Path(tmp) / name.replace("/", "_") / "training_curves.png"  # the plot's title is its folder's name
             curves.parent.mkdir()
             plot_training_curves(history, curves)
             last = history[-1]
@@ -151,7 +154,7 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *
     bench = sorted(p for p in Path(figures).glob("*.png") if not p.name.startswith("analysis_")) if figures and Path(figures).is_dir() else []
     if bench:
         sections.append("<h2>Benchmarks</h2>" + "".join(_image(p, p.stem.replace("_", " ")) for p in bench))
-    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(run.resolve().name)} report</title>'
+    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(name)} report</title>'
             f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page)
