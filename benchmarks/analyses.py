@@ -9,8 +9,8 @@ with ``--wait`` the script polls for it, with ``--partial`` it analyzes a model 
 latest checkpoint. ``--use NAME=DIR`` takes a model from elsewhere (a run or a checkpoint folder). The
 weights analyzed are first copied to OUT/NAME/step-N/model (with the metrics up to step N), so every
 analysis of a model sees the same step; results already in OUT/NAME/step-N are reused.
-Writes OUT/approximation_random.json, OUT/NAME/step-N/{similarity,attention_maps}_*,
-approximation.json (+ real q/k), evaluation.json and report.html for favor-better, OUT/summary.json,
+Writes OUT/approximation_random.json, OUT/NAME/step-N/{similarity,attention_maps}_*, evaluation.json,
+approximation.json (+ real q/k) and report.html for favor-better, OUT/summary.json,
 and copies the figures to docs/figures/analysis_*.png.
 """
 
@@ -122,13 +122,13 @@ def main() -> None:
         maps = cached(folder / "attention_maps_BPT1_BOVIN.json", f"{name} attention maps", run_attention_maps,
                       folder, model, label=f"{name}, step {step}")
         entry["attention_maps"] = maps["heads"]
+        entry["evaluation"] = cached(folder / "evaluation.json", f"{name} evaluation", evaluate, model)
         if name == BETTER:
             real = cached(folder / "approximation_checkpoint.json", f"{name} real q/k approximation", checkpoint_approximation,
                           model, sequences=args.samples, max_length=args.max_length, label=f"{name}, step {step}")
             write_approximation(folder, {"random": summary["random"], "checkpoint": real})
             entry["approximation"] = {k: real[k] for k in ("sequences", "residues", "samples", "dim", "seconds")}
             entry["approximation"]["median_mse"] = mse_rows(real["mse"])
-            entry["evaluation"] = cached(folder / "evaluation.json", f"{name} evaluation", evaluate, model)
             report = write_report(model, folder / "report.html", analysis=folder, figures=figures, evaluation=entry["evaluation"],
                                   name=f"{name}, step {step}")
             print(f"{name}: report {report}", flush=True)
