@@ -1,6 +1,7 @@
 
 import pytest
 import torch
+from analysis_threads import one_thread  # noqa: F401  (autouse: one intra-op thread)
 
 from protein_performer.analysis.approximation import (
     checkpoint_pairs,

@@ -1,5 +1,6 @@
 import pytest
 import torch
+from analysis_threads import one_thread  # noqa: F401  (autouse: one intra-op thread)
 from conftest import qkv
 
 from protein_performer.analysis.attention_maps import (

@@ -3,6 +3,7 @@ import re
 
 import pytest
 import torch
+from analysis_threads import one_thread  # noqa: F401  (autouse: one intra-op thread)
 
 from protein_performer.analysis.attention_maps import BPT1_BOVIN
 from protein_performer.cli import main
