@@ -119,3 +119,25 @@ def test_attention_maps_reproduce_the_forward_pass(attention, objective):
         expected = attn.attend(*attn._qkv(x, model.rotary), t.eq(0))
     torch.testing.assert_close((maps[:, 0] @ v)[0], expected[0], atol=1e-5, rtol=1e-4)
     torch.testing.assert_close((maps[:, 0] @ v)[1, :, :12], expected[1, :, :12], atol=1e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("norm_position", ["pre", "post"])
+@pytest.mark.parametrize("token_dropout", [False, True])
+def test_queries_keys_are_what_each_layer_attends_with(norm_position, token_dropout):
+    """The analyses read q, k through ``queries_keys``: softmax(q kᵀ/√d) over real keys must be the
+    matrix every layer applies, for BERT-style post-norm and ESM-style token dropout as well."""
+    torch.manual_seed(0)
+    config = small(attention="softmax", norm_position=norm_position, token_dropout=token_dropout, embed_norm=norm_position == "post")
+    model = PerformerLM(config).eval()
+    t = tokens(2, 18)
+    t[0, 14:] = config.pad_idx
+    t[1, 3] = config.mask_idx
+    pad = t.eq(config.pad_idx)
+    with torch.no_grad():
+        maps = model.attention_maps(t)
+        pairs = model.queries_keys(t)
+    assert len(pairs) == config.num_layers
+    for layer, (q, k) in enumerate(pairs):
+        scores = (q @ k.transpose(-1, -2)) / q.shape[-1] ** 0.5
+        expected = scores.masked_fill(pad[:, None, None, :], float("-inf")).softmax(-1)
+        torch.testing.assert_close(maps[:, layer], expected, atol=1e-5, rtol=1e-5)

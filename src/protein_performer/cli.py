@@ -350,6 +350,10 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("what", choices=["attention"])
     bench.add_argument("rest", nargs=argparse.REMAINDER)
     bench.set_defaults(func=_bench)
+
+    from .cli_analysis import add_analysis_parsers
+
+    add_analysis_parsers(sub)
     return parser
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor, nn
 
 from .favor import favor_attention, softmax_attention
-from .features import check_kernel
+from .features import check_kernel, key_features, query_features
 from .linear import DEFAULT_CHUNK
 from .naive import favor_attention_matrix, softmax_attention_matrix
 from .projection import draw_projection
@@ -44,6 +44,13 @@ class _SelfAttention(nn.Module):
         if qk_transform is not None:
             q, k = qk_transform(q, k)
         return q, k, v
+
+    @torch.no_grad()
+    def queries_keys(self, x: Tensor, qk_transform: QKTransform | None = None) -> tuple[Tensor, Tensor]:
+        """q, k ``[B, H, L, d]`` exactly as this layer attends with them (after ``qk_transform``, e.g.
+        rotary), from ``x`` ``[B, L, E]``, without computing attention."""
+        q, k, _ = self._qkv(x, qk_transform)
+        return q, k
 
     @torch.no_grad()
     def attention_matrix(self, x: Tensor, key_padding_mask: Tensor | None = None, qk_transform: QKTransform | None = None) -> Tensor:
@@ -117,6 +124,12 @@ class FavorAttention(_SelfAttention):
             q, k, v, self.projection, kernel=self.kernel, causal=self.causal,
             key_padding_mask=key_padding_mask, chunk_size=self.chunk_size,
         )
+
+    def feature_maps(self, q: Tensor, k: Tensor, key_padding_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """The features ``[B, H, L, M']`` this layer's attention is computed from, stabilized as in
+        ``forward`` (a positive constant per query row and one per (batch, head) for keys, both cancel in
+        ``A_ij = q′_i·k′_j / Σ_j' q′_i·k′_j'``); padded keys are zero. Computed in q's dtype."""
+        return query_features(q, self.projection, self.kernel), key_features(k, self.projection, self.kernel, key_padding_mask)
 
     def matrix(self, q: Tensor, k: Tensor, key_padding_mask: Tensor | None) -> Tensor:
         return favor_attention_matrix(q, k, self.projection, kernel=self.kernel, causal=self.causal, key_padding_mask=key_padding_mask)

@@ -11,9 +11,9 @@ token dropout (its rescaling of embeddings by the share of ``<mask>`` tokens).
 
 from __future__ import annotations
 
-import torch
 from functools import partial
 
+import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
@@ -171,6 +171,20 @@ class PerformerLM(nn.Module):
             maps.append(block.attn.attention_matrix(block.attention_input(x), mask, self.rotary))
             x = block(x, mask, self.rotary)
         return torch.stack(maps, dim=1)
+
+    @torch.no_grad()
+    def queries_keys(self, tokens: Tensor, padding_mask: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
+        """Every layer's q, k ``[B, H, L, d]`` as its attention sees them (after rotary), one pair per
+        layer; attention itself runs only inside the blocks, so memory stays linear in L."""
+        if padding_mask is None:
+            padding_mask = tokens.eq(self.config.pad_idx)
+        mask = padding_mask if padding_mask.any() else None
+        x = self._embed(tokens, padding_mask)
+        pairs = []
+        for block in self.blocks:
+            pairs.append(block.attn.queries_keys(block.attention_input(x), self.rotary))
+            x = block(x, mask, self.rotary)
+        return pairs
 
     def favor_layers(self) -> list[FavorAttention]:
         return [m for m in self.modules() if isinstance(m, FavorAttention)]

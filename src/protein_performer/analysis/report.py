@@ -1,0 +1,161 @@
+"""``protein-performer report``: one self-contained HTML page for a training run.
+
+The page holds the run's training curves (redrawn from ``metrics.jsonl``), its model and training
+settings, an evaluation table (test split, beside the empirical baseline), the analysis figures and
+numbers of an ``analyze`` output folder and the benchmark plots. Every image is embedded as base64:
+the file can be mailed or opened offline; it references nothing outside itself.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from ..training.plots import plot_training_curves
+
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
+h1 { font-size: 1.6em; } h2 { font-size: 1.25em; border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 1.6em; }
+table { border-collapse: collapse; margin: .6em 0; font-size: .9em; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; } th { background: #f3f3f3; }
+td:first-child, th:first-child { text-align: left; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #eee; }
+figcaption { font-size: .85em; color: #555; }
+"""
+
+
+def _image(path: Path, caption: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return (f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+            f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    head = "".join(f"<th>{html.escape(str(h))}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def read_history(run: Path) -> list[dict]:
+    path = run / "metrics.jsonl"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _settings(run: Path) -> str:
+    parts = []
+    for name, title in (("config.json", "model"), ("train_config.json", "training")):
+        path = run / name
+        if path.exists():
+            values = json.loads(path.read_text())
+            parts.append(f"<h3>{title}</h3>" + _table(["setting", "value"], [[k, v] for k, v in values.items()]))
+    return "".join(parts)
+
+
+def _evaluation(r: dict) -> str:
+    target = "masked positions" if r["objective"] == "mlm" else "next tokens"
+    rows = [["model", f"{100 * r['accuracy']:.2f}%", f"{r['perplexity']:.3f}"],
+            ["empirical baseline", f"{100 * r['baseline_accuracy']:.2f}%", f"{r['baseline_perplexity']:.3f}"]]
+    return (f"<p>Test split of the embedded corpus: {r['sequences']:,} sequences, {r['tokens']:,} {target}.</p>"
+            + _table(["", "accuracy", "perplexity"], rows))
+
+
+def _approximation_section(folder: Path) -> str:
+    result = json.loads((folder / "approximation.json").read_text())
+    parts = []
+    for source, figure in (("random", "approximation.png"), ("checkpoint", "approximation_checkpoint.png")):
+        if source not in result:
+            continue
+        mse = result[source]["mse"]
+        counts = list(next(iter(mse.values()))["orthogonal"])
+        rows = [[f"{kernel} ({projection})", *(f"{mse[kernel][projection][m]['median']:.2e}" for m in counts)]
+                for kernel in mse for projection in ("orthogonal", "iid")]
+        r = result[source]
+        caption = (f"Random inputs: L = {r['length']}, d = {r['dim']}, {r['samples']} samples" if source == "random"
+                   else f"Real q/k of {r['path']}: {r['samples']} (sequence, layer, head) samples, d = {r['dim']}")
+        parts.append(f"<h3>{html.escape(caption)}</h3><p>Median MSE of the attention matrix against exact softmax.</p>"
+                     + _table(["kernel", *(f"M = {m}" for m in counts)], rows))
+        if (folder / figure).exists():
+            parts.append(_image(folder / figure, caption))
+    return "".join(parts)
+
+
+def _similarity_section(path: Path) -> str:
+    r = json.loads(path.read_text())
+    c = r["comparison"]
+    text = (f"<p><b>{html.escape(r['label'])}</b> ({html.escape(r['attention'])} attention): Spearman correlation with BLOSUM62 "
+            f"{c['spearman']:.4f} (p = {c['p_value']:.3g}) over {c['pairs']} amino-acid pairs; {r['sequences']:,} sequences, "
+            f"{r['residues']:,} residues, {r['heads']} heads.</p>")
+    figure = path.with_suffix(".png")
+    return text + (_image(figure, f"Attention similarity of {r['label']} beside BLOSUM62") if figure.exists() else "")
+
+
+def _attention_section(path: Path) -> str:
+    r = json.loads(path.read_text())
+    rows = [[f"layer {i}, head {j}", f"{s['local']:.3f}", f"{s['top_column']:.3f}", f"{s['mean_distance']:.1f}"]
+            for i, heads in enumerate(r["heads"], start=1) for j, s in enumerate(heads, start=1)]
+    figure = path.with_suffix(".png")
+    caption = f"{r['name']}: residues {r['start'] + 1}-{r['start'] + r['window']} of {r['length']}"
+    return ((_image(figure, caption) if figure.exists() else f"<p>{html.escape(caption)}</p>")
+            + _table(["head", "mass within |i-j| <= 2", "top column mean", "mean |i-j|"], rows))
+
+
+def _analysis(folder: Path) -> str:
+    if not folder.is_dir():
+        raise FileNotFoundError(f"no analysis folder {folder}: run `protein-performer analyze ... --out {folder}` first")
+    parts = []
+    if (folder / "approximation.json").exists():
+        parts.append("<h2>Approximation error of FAVOR</h2>" + _approximation_section(folder))
+    for path in sorted(folder.glob("attention_maps_*.json")):
+        parts.append(f"<h2>Attention maps: {html.escape(path.stem.removeprefix('attention_maps_'))}</h2>" + _attention_section(path))
+    similarity = sorted(folder.glob("similarity_*.json"))
+    if similarity:
+        parts.append("<h2>Amino-acid similarity from attention against BLOSUM62</h2>" + "".join(_similarity_section(p) for p in similarity))
+    if not parts:
+        raise FileNotFoundError(f"{folder} holds no analysis output (approximation.json, attention_maps_*.json, similarity_*.json)")
+    return "".join(parts)
+
+
+def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *, analysis: str | os.PathLike | None = None,
+                 figures: str | os.PathLike | None = None, evaluate_run: bool = True, evaluation: dict | None = None,
+                 name: str | None = None) -> Path:
+    """Write the page (default ``RUN/report.html``) and return its path. The evaluation table is
+    ``evaluation`` (a result of :func:`~protein_performer.training.evaluate.evaluate`) when given,
+    else computed on the test split unless ``evaluate_run`` is False. ``name``: the run's name in the
+    page (default: its folder's name)."""
+    run = Path(run)
+    if not (run / "config.json").exists():
+        raise FileNotFoundError(f"{run} is not a training run directory (no config.json)")
+    out = Path(out) if out else run / "report.html"
+    name = name or run.resolve().name
+    sections = [f"<h1>protein-performer run {html.escape(name)}</h1>"]
+    history = read_history(run)
+    if history:
+        with tempfile.TemporaryDirectory() as tmp:
+            curves = Path(tmp) / name.replace("/", "_") / "training_curves.png"  # the plot's title is its folder's name
+            curves.parent.mkdir()
+            plot_training_curves(history, curves)
+            last = history[-1]
+            sections.append("<h2>Training</h2>" + _image(curves, f"Loss and accuracy against optimizer step (last step {last['step']})"))
+    if evaluation is None and evaluate_run:
+        from ..training.evaluate import evaluate
+
+        evaluation = evaluate(run)
+    if evaluation is not None:
+        sections.append("<h2>Evaluation</h2>" + _evaluation(evaluation))
+    sections.append("<h2>Settings</h2>" + _settings(run))
+    if analysis is not None:
+        sections.append(_analysis(Path(analysis)))
+    bench = sorted(p for p in Path(figures).glob("*.png") if not p.name.startswith("analysis_")) if figures and Path(figures).is_dir() else []
+    if bench:
+        sections.append("<h2>Benchmarks</h2>" + "".join(_image(p, p.stem.replace("_", " ")) for p in bench))
+    page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(name)} report</title>'
+            f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(page)
+    return out

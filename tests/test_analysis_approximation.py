@@ -1,0 +1,58 @@
+
+import pytest
+import torch
+from analysis_threads import one_thread  # noqa: F401  (autouse: one intra-op thread)
+
+from protein_performer.analysis.approximation import (
+    checkpoint_pairs,
+    error_by_value,
+    exact_matrix,
+    favor_matrix,
+    mse_table,
+    random_inputs,
+)
+from protein_performer.attention import draw_projection
+from protein_performer.attention.naive import favor_attention_matrix, softmax_attention_matrix
+from protein_performer.model import PerformerLM, preset
+
+PAIRS = random_inputs(6, 128, 16, seed=0)
+
+
+def test_inputs_are_normalized_and_matrices_match_the_naive_references():
+    q, k = PAIRS[0]
+    assert q.dtype == torch.float64 and q.shape == (128, 16)
+    assert (q * 16**-0.25).pow(2).sum(-1).mean() == pytest.approx(1.0, abs=0.1)  # E‖q̃‖² = 1
+    w = draw_projection(32, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    torch.testing.assert_close(exact_matrix(q, k), softmax_attention_matrix(q[None, None], k[None, None])[0, 0])
+    for kernel in ("softmax", "softmax_trig", "softmax_hyperbolic"):
+        torch.testing.assert_close(favor_matrix(q, k, w, kernel), favor_attention_matrix(q[None, None], k[None, None], w, kernel=kernel)[0, 0])
+
+
+def test_mse_falls_with_m_and_orthogonal_beats_iid_at_small_m():
+    table = mse_table(PAIRS, kernels=("softmax", "softmax_hyperbolic"), feature_counts=(16, 64, 256), seed=0)
+    for kernel in ("softmax", "softmax_hyperbolic"):
+        for projection in ("orthogonal", "iid"):
+            mean = [table[kernel][projection][m]["mean"] for m in ("16", "64", "256")]
+            assert mean[0] > 2 * mean[1] > 4 * mean[2], (kernel, projection, mean)
+        assert table[kernel]["orthogonal"]["16"]["mean"] < table[kernel]["iid"]["16"]["mean"]
+    assert table["softmax"]["iid"]["64"]["samples"] == len(PAIRS)
+
+
+def test_positive_features_beat_trig_where_true_attention_is_small():
+    wide = [(2 * q, 2 * k) for q, k in PAIRS[:3]]  # larger inputs: attention values over several decades
+    result = error_by_value(wide, kernels=("softmax", "softmax_trig"), num_features=64, bins=6, seed=0)
+    assert sum(result["count"]) == 3 * 128 * 128 and len(result["edges"]) == 7
+    positive, trig = result["softmax"]["relative_rmse"], result["softmax_trig"]["relative_rmse"]
+    assert positive[0] < trig[0] / 3  # the smallest true values: trig's relative error explodes
+    assert trig[0] > trig[-1]  # and is worst there
+
+
+def test_checkpoint_pairs_are_the_layers_queries_and_keys():
+    torch.manual_seed(0)
+    model = PerformerLM(preset("tiny", d_model=32, num_heads=2, d_ff=64, num_features=16, dropout=0.0)).eval()
+    tokens = [torch.randint(4, 24, (40,)), torch.randint(4, 24, (30,))]
+    pairs = checkpoint_pairs(model, tokens)
+    assert len(pairs) == 2 * 2 * 2 and pairs[0][0].shape == (40, 16) and pairs[-1][1].shape == (30, 16)
+    maps = model.attention_maps(tokens[0][None])[0]  # [layers, H, L, L], exact under the model's own features
+    w = model.blocks[1].attn.projection[1].double()
+    torch.testing.assert_close(favor_matrix(*pairs[3], w, "softmax").float(), maps[1, 1], rtol=1e-4, atol=1e-6)

@@ -1,0 +1,105 @@
+import json
+import re
+
+import pytest
+import torch
+from analysis_threads import one_thread  # noqa: F401  (autouse: one intra-op thread)
+
+from protein_performer.analysis.attention_maps import BPT1_BOVIN
+from protein_performer.cli import main
+from protein_performer.model import PerformerLM, preset
+from protein_performer.training.checkpoint import save_weights
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    """A tiny FAVOR model saved as a training run (weights, config, a few metrics lines)."""
+    path = tmp_path_factory.mktemp("run")
+    torch.manual_seed(0)
+    config = preset("tiny", d_model=32, num_heads=2, d_ff=64, num_features=16, dropout=0.0)
+    save_weights(PerformerLM(config), config, path)
+    lines = [{"step": s, "train/loss": 3.0 - s / 100, "train/accuracy": 0.1 + s / 1000} for s in (10, 20, 30)]
+    lines.append({"step": 30, "valid/loss": 2.8, "valid/accuracy": 0.12, "valid/perplexity": 16.0})
+    (path / "metrics.jsonl").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    return path
+
+
+@pytest.fixture(scope="module")
+def fasta(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "proteins.fasta"
+    path.write_text(f">bpti\n{BPT1_BOVIN}\n>p2\nMKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQAPILSRVGDGTQDNLSGAEKAVQVKVKALPDAQ\n>p3\nGSHMLEDPVDAFQ\n")
+    return path
+
+
+def _fails_cleanly(capsys, argv, message):
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_approximation_writes_png_and_json(tmp_path, run_dir, fasta, capsys):
+    out = tmp_path / "approx"
+    assert main(["analyze", "approximation", "--out", str(out), "--samples", "2", "--length", "64", "--features", "16", "32",
+                 "--checkpoint", str(run_dir), "--fasta", str(fasta), "--max-length", "40", "--quiet"]) == 0
+    result = json.loads((out / "approximation.json").read_text())
+    assert set(result["random"]["mse"]) == {"softmax", "softmax_trig", "softmax_hyperbolic"}
+    assert set(result["random"]["mse"]["softmax"]["iid"]) == {"16", "32"}
+    assert result["checkpoint"]["samples"] == 2 * 2 * 2 and result["checkpoint"]["dim"] == 16
+    for name in ("approximation.png", "approximation_checkpoint.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "M=16" in capsys.readouterr().out
+    _fails_cleanly(capsys, ["analyze", "approximation", "--out", str(out), "--features", "0"], "must be positive")
+
+
+def test_attention_maps_writes_png_json_npz(tmp_path, run_dir, fasta, capsys):
+    out = tmp_path / "maps"
+    assert main(["analyze", "attention-maps", "--checkpoint", str(run_dir), "--out", str(out)]) == 0  # BPT1_BOVIN by default
+    result = json.loads((out / "attention_maps_BPT1_BOVIN.json").read_text())
+    assert result["window"] == len(BPT1_BOVIN) == 58 and len(result["heads"]) == 2 and len(result["heads"][0]) == 2
+    assert (out / "attention_maps_BPT1_BOVIN.png").exists() and (out / "attention_maps_BPT1_BOVIN.npz").exists()
+    assert main(["analyze", "attention-maps", "--checkpoint", str(run_dir), "--fasta", str(fasta), "--id", "p2", "--start", "5",
+                 "--window", "20", "--out", str(out)]) == 0
+    result = json.loads((out / "attention_maps_p2.json").read_text())
+    assert result["start"] == 5 and result["window"] == 20 and result["residues"] == "IAKQRQISFVKSHFSRQLEE"
+    _fails_cleanly(capsys, ["analyze", "attention-maps", "--checkpoint", str(run_dir), "--fasta", str(fasta), "--id", "nope"], "no record")
+    _fails_cleanly(capsys, ["analyze", "attention-maps", "--checkpoint", str(run_dir), "--sequence", "MKJ"], "invalid letter 'J'")
+    _fails_cleanly(capsys, ["analyze", "attention-maps", "--checkpoint", str(run_dir), "--fasta", str(fasta)], "--fasta needs --id")
+    _fails_cleanly(capsys, ["analyze", "attention-maps", "--checkpoint", str(tmp_path / "none")], "")
+
+
+def test_similarity_writes_png_and_json(tmp_path, run_dir, fasta, capsys):
+    out = tmp_path / "sim"
+    assert main(["analyze", "similarity", "--checkpoint", str(run_dir), "--fasta", str(fasta), "--sequences", "2",
+                 "--label", "tiny", "--out", str(out), "--quiet"]) == 0
+    result = json.loads((out / "similarity_tiny.json").read_text())
+    assert result["sequences"] == 2 and result["residues"] == 58 + 66
+    assert "Spearman correlation with BLOSUM62" in capsys.readouterr().out
+    assert (out / "similarity_tiny.png").exists()
+    _fails_cleanly(capsys, ["analyze", "similarity", "--checkpoint", str(run_dir), "--sequences", "0"], "must be positive")
+
+
+def test_report_is_self_contained_and_holds_every_figure(tmp_path, run_dir, fasta, capsys, monkeypatch):
+    import protein_performer.training.evaluate as evaluate_module
+
+    analysis = tmp_path / "analysis"
+    main(["analyze", "approximation", "--out", str(analysis), "--samples", "1", "--length", "32", "--features", "16", "--quiet"])
+    main(["analyze", "attention-maps", "--checkpoint", str(run_dir), "--out", str(analysis), "--window", "16"])
+    main(["analyze", "similarity", "--checkpoint", str(run_dir), "--fasta", str(fasta), "--label", "tiny", "--out", str(analysis), "--quiet"])
+    figures = tmp_path / "figures"
+    figures.mkdir()
+    (figures / "bench_plot.png").write_bytes((analysis / "approximation.png").read_bytes())
+    fixed = {"accuracy": 0.1234, "perplexity": 15.5, "baseline_accuracy": 0.0935, "baseline_perplexity": 18.09,
+             "tokens": 999, "sequences": 7, "objective": "mlm"}
+    monkeypatch.setattr(evaluate_module, "evaluate", lambda run: fixed)
+    out = tmp_path / "report.html"
+    assert main(["report", "--run", str(run_dir), "--analysis", str(analysis), "--figures", str(figures), "--out", str(out)]) == 0
+    page = out.read_text()
+    sources = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', page)
+    assert sources and all(s.startswith("data:image/png;base64,") for s in sources)
+    assert "http" not in page and "url(" not in page
+    # curves + approximation + attention maps + similarity + the benchmark plot
+    assert len(sources) == 5
+    for text in ("Training", "12.34%", "15.500", "Spearman correlation with BLOSUM62", "Attention maps: BPT1_BOVIN", "bench plot"):
+        assert text in page, text
+    _fails_cleanly(capsys, ["report", "--run", str(tmp_path / "nothing")], "not a training run directory")
+    _fails_cleanly(capsys, ["report", "--run", str(run_dir), "--no-evaluate", "--analysis", str(tmp_path / "none")], "no analysis folder")
