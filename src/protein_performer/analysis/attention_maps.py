@@ -10,6 +10,7 @@ O(W·L). Shapes: features ``[B, H, L, M]``, q/k ``[B, H, L, d]``, windows ``[B, 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
@@ -49,6 +50,23 @@ def softmax_window(q: Tensor, k: Tensor, start: int, window: int, *, causal: boo
     return torch.softmax(scores, dim=-1)[..., start:end]
 
 
+def per_layer(model, tokens: Tensor, padding_mask: Tensor | None, favor: Callable, exact: Callable) -> Tensor:
+    """Stack ``[B, layers, ...]`` of one quantity of every layer's attention, in float64: ``favor(q′, k′,
+    layer, mask)`` from a FAVOR layer's own (stabilized) features, ``exact(q, k, layer, mask)`` from an
+    exact layer's q, k. ``mask`` is True at padding, None where there is none."""
+    if padding_mask is None:
+        padding_mask = tokens.eq(model.config.pad_idx)
+    mask = padding_mask if padding_mask.any() else None
+    out = []
+    for block, (q, k) in zip(model.blocks, model.queries_keys(tokens, padding_mask)):
+        q, k, attn = q.double(), k.double(), block.attn
+        if isinstance(attn, FavorAttention):
+            out.append(favor(*attn.feature_maps(q, k, mask), attn, mask))
+        else:
+            out.append(exact(q, k, attn, mask))
+    return torch.stack(out, dim=1)
+
+
 @torch.no_grad()
 def attention_windows(model, tokens: Tensor, start: int, window: int, padding_mask: Tensor | None = None) -> Tensor:
     """Every layer's attention over token positions ``[start, start + W)`` of ``tokens`` ``[B, L]``:
@@ -57,18 +75,11 @@ def attention_windows(model, tokens: Tensor, start: int, window: int, padding_ma
         raise ValueError(f"window start {start} is outside the {tokens.shape[1]} positions")
     if window < 1:
         raise ValueError(f"window must be positive, got {window}")
-    if padding_mask is None:
-        padding_mask = tokens.eq(model.config.pad_idx)
-    mask = padding_mask if padding_mask.any() else None
-    maps = []
-    for block, (q, k) in zip(model.blocks, model.queries_keys(tokens, padding_mask)):
-        q, k, attn = q.double(), k.double(), block.attn
-        if isinstance(attn, FavorAttention):
-            qf, kf = attn.feature_maps(q, k, mask)
-            maps.append(favor_window(qf, kf, start, window, causal=attn.causal))
-        else:
-            maps.append(softmax_window(q, k, start, window, causal=attn.causal, key_padding_mask=mask))
-    return torch.stack(maps, dim=1)
+    return per_layer(
+        model, tokens, padding_mask,
+        favor=lambda qf, kf, attn, mask: favor_window(qf, kf, start, window, causal=attn.causal),
+        exact=lambda q, k, attn, mask: softmax_window(q, k, start, window, causal=attn.causal, key_padding_mask=mask),
+    )
 
 
 def sequence_attention_maps(plm, sequence: str, *, start: int = 0, window: int = 256) -> Tensor:

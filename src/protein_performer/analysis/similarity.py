@@ -20,8 +20,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..attention import FavorAttention
 from ..data import DEFAULT_ALPHABET, STANDARD_AMINO_ACIDS, Alphabet
+from .attention_maps import per_layer
 
 ROW_BLOCK = 256
 
@@ -64,18 +64,11 @@ def softmax_received(q: Tensor, k: Tensor, *, causal: bool = False, key_padding_
 def received_attention(model, tokens: Tensor, padding_mask: Tensor | None = None) -> Tensor:
     """``Σ_i A_ij`` for every layer and head of a :class:`~protein_performer.model.PerformerLM`:
     ``[B, layers, H, L]`` (float64), padded queries and keys excluded."""
-    if padding_mask is None:
-        padding_mask = tokens.eq(model.config.pad_idx)
-    mask = padding_mask if padding_mask.any() else None
-    out = []
-    for block, (q, k) in zip(model.blocks, model.queries_keys(tokens, padding_mask)):
-        q, k, attn = q.double(), k.double(), block.attn
-        if isinstance(attn, FavorAttention):
-            qf, kf = attn.feature_maps(q, k, mask)
-            out.append(favor_received(qf, kf, causal=attn.causal, query_mask=mask))
-        else:
-            out.append(softmax_received(q, k, causal=attn.causal, key_padding_mask=mask))
-    return torch.stack(out, dim=1)
+    return per_layer(
+        model, tokens, padding_mask,
+        favor=lambda qf, kf, attn, mask: favor_received(qf, kf, causal=attn.causal, query_mask=mask),
+        exact=lambda q, k, attn, mask: softmax_received(q, k, causal=attn.causal, key_padding_mask=mask),
+    )
 
 
 class ProfileAccumulator:
