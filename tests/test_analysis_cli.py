@@ -64,6 +64,8 @@ def test_attention_maps_writes_png_json_npz(tmp_path, run_dir, fasta, capsys):
     _fails_cleanly(capsys, ["analyze", "attention-maps", "--checkpoint", str(run_dir), "--fasta", str(fasta), "--id", "nope"], "no record")
     _fails_cleanly(capsys, ["analyze", "attention-maps", "--checkpoint", str(run_dir), "--sequence", "MKJ"], "invalid letter 'J'")
     _fails_cleanly(capsys, ["analyze", "attention-maps", "--checkpoint", str(run_dir), "--fasta", str(fasta)], "--fasta needs --id")
+    _fails_cleanly(capsys, ["analyze", "attention-maps", "--checkpoint", str(run_dir), "--fasta", str(tmp_path / "no.fa"), "--id", "x"],
+                   "no.fa: FASTA file not found")
     _fails_cleanly(capsys, ["analyze", "attention-maps", "--checkpoint", str(tmp_path / "none")], "")
 
 

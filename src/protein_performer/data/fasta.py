@@ -69,6 +69,8 @@ class FastaStats:
 
 def _open_text(path: Path) -> IO[str]:
     """Open plain or gzip FASTA as text; gzip is recognized by its magic bytes, not the name."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: FASTA file not found (give a plain or gzipped FASTA file)")
     with open(path, "rb") as probe:
         gzipped = probe.read(2) == b"\x1f\x8b"
     raw: IO[bytes] = gzip.open(path, "rb") if gzipped else open(path, "rb")

@@ -118,8 +118,6 @@ def write_embeddings(
 
     fasta, out = Path(fasta), Path(out)
     start = time.perf_counter()
-    if not fasta.is_file():
-        raise FileNotFoundError(f"{fasta} not found: --fasta takes a FASTA file (plain or .gz)")
     records = list(FastaReader(fasta))  # validates letters and duplicate ids
     if not records:
         raise ValueError(f"{fasta} holds no sequences: nothing to embed")
