@@ -198,6 +198,8 @@ def run_cli(capsys, *args: str) -> tuple[int, str]:
     ("rope", "rotary base 500000.0 is not supported"),
     ("no_vocab", "--vocab FILE"),
     ("pickle", "could not be read as plain tensors"),
+    ("damaged", "is not a readable safetensors file"),
+    ("damaged_own", "is not a readable safetensors file"),
     ("into_source", "is the source directory"),
 ])
 def test_convert_errors_are_one_line(tmp_path, capsys, case, message):
@@ -216,6 +218,12 @@ def test_convert_errors_are_one_line(tmp_path, capsys, case, message):
         save_bert(source)
         (source / "model.safetensors").unlink()
         torch.save({"weights": ConversionError("pickled object")}, source / "pytorch_model.bin")
+    elif case == "damaged":
+        save_esm(source)
+        (source / "model.safetensors").write_bytes(b"garbage")
+    elif case == "damaged_own":
+        own_run(source)
+        (source / "model.safetensors").write_bytes(b"garbage")
     elif case == "into_source":
         own_run(source)
     out = source if case == "into_source" else tmp_path / "out"

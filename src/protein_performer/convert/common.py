@@ -14,11 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file
 from torch import Tensor
 
 from ..data import DEFAULT_ALPHABET, RESIDUE_LETTERS
 from ..model import PerformerConfig, PerformerLM
+from ..training.checkpoint import read_safetensors
 
 FORMATS = ("protein-performer", "esm", "bert")
 CONFIG_FILE = "config.json"
@@ -73,11 +73,15 @@ def detect_format(directory: Path) -> str:
     raise ConversionError(f"{path} is neither a Hugging Face config (no model_type) nor a protein-performer config")
 
 
-def _load_bin(path: Path) -> dict[str, Tensor]:
+def _load_weights(path: Path) -> dict[str, Tensor]:
+    """One weight file: safetensors, or a ``.bin`` through ``torch.load(weights_only=True)``."""
+    if path.name.endswith(".safetensors"):
+        return read_safetensors(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # UnpicklingError (pickled code refused) or a damaged file
-        raise ConversionError(f"{path} could not be read as plain tensors ({str(err).splitlines()[0]})") from None
+    except Exception:  # UnpicklingError: pickled code (refused) or not a PyTorch file at all
+        raise ConversionError(f"{path} could not be read as plain tensors: it is damaged, or holds pickled objects "
+                              f"(refused: they can run code); save it as safetensors instead") from None
 
 
 def read_tensors(directory: Path) -> dict[str, Tensor]:
@@ -88,7 +92,7 @@ def read_tensors(directory: Path) -> dict[str, Tensor]:
         if not path.is_file():
             continue
         if not name.endswith(".index.json"):
-            return load_file(str(path)) if name.endswith(".safetensors") else _load_bin(path)
+            return _load_weights(path)
         shards = sorted(set(read_json(path).get("weight_map", {}).values()))
         if not shards:
             raise ConversionError(f"{path} has no weight_map")
@@ -97,7 +101,7 @@ def read_tensors(directory: Path) -> dict[str, Tensor]:
             shard_path = directory / shard
             if not shard_path.is_file():
                 raise FileNotFoundError(f"{shard_path} not found (named in {path})")
-            tensors.update(load_file(str(shard_path)) if shard.endswith(".safetensors") else _load_bin(shard_path))
+            tensors.update(_load_weights(shard_path))
         return tensors
     raise FileNotFoundError(f"no weights in {directory}: expected one of {', '.join(WEIGHT_FILES)}")
 

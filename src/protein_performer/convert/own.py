@@ -7,13 +7,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from safetensors.torch import load_file
-
 from ..model import PerformerConfig
+from ..training.checkpoint import MODEL_FILE, read_safetensors
 from .common import ConversionError, Converted
 
 COMPANION_FILES = ("train_config.json", "frequencies.json")
-MODEL_FILE = "model.safetensors"
 
 
 def read_own(directory: Path) -> Converted:
@@ -21,8 +19,5 @@ def read_own(directory: Path) -> Converted:
         config = PerformerConfig.load(directory / "config.json")
     except (ValueError, TypeError) as err:
         raise ConversionError(f"{directory / 'config.json'} is not a valid protein-performer config ({err})") from None
-    path = directory / MODEL_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found")
-    tensors = {k: v for k, v in load_file(str(path)).items() if not k.endswith(".attn.projection")}
+    tensors = {k: v for k, v in read_safetensors(directory / MODEL_FILE).items() if not k.endswith(".attn.projection")}
     return Converted(config, tensors)

@@ -146,13 +146,23 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return path if (path / STATE_JSON).exists() else None
 
 
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """All tensors of one safetensors file; ``FileNotFoundError`` / ``ValueError`` naming the file."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found")
+    try:
+        return load_file(str(path))
+    except Exception as err:  # SafetensorError: a damaged or truncated file
+        raise ValueError(f"{path} is not a readable safetensors file ({err}): it is corrupt or incomplete") from None
+
+
 def load_trainer_state(checkpoint: Path) -> tuple[dict[str, torch.Tensor], dict]:
-    return load_file(str(checkpoint / STATE_TENSORS)), json.loads((checkpoint / STATE_JSON).read_text())
+    return read_safetensors(checkpoint / STATE_TENSORS), json.loads((checkpoint / STATE_JSON).read_text())
 
 
 def load_weights(model: nn.Module, directory: Path) -> None:
     """``directory/model.safetensors`` into ``model``; ``ValueError`` when names or shapes differ."""
-    tensors = load_file(str(directory / MODEL_FILE))
+    tensors = read_safetensors(directory / MODEL_FILE)
     expected = model.state_dict()
     wrong = [f"{k} is {tuple(v.shape)}, the model's {tuple(expected[k].shape)}"
              for k, v in tensors.items() if k in expected and v.shape != expected[k].shape]
@@ -182,8 +192,5 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[nn.Module, PerformerC
     except (ValueError, TypeError) as err:  # JSONDecodeError is a ValueError
         raise ValueError(f"{config_path} is not a valid model config ({err})") from None
     model = PerformerLM(config)
-    try:
-        load_weights(model, directory)
-    except Exception as err:  # safetensors raises its own error types for truncated or foreign files
-        raise ValueError(f"{model_path} could not be read ({err}); the checkpoint is corrupt or incomplete") from None
+    load_weights(model, directory)
     return model.eval(), config
