@@ -2,7 +2,8 @@
 softmax attention, run as a Performer with its weights unchanged, then fine-tuned.
 
     python benchmarks/backcompat.py [--source runs/shared/exact-tiny] [--out runs/backcompat] \
-        [--features 16 64 256 1024] [--seeds 3] [--finetune-features 64] [--steps 300] [--eval-every 25]
+        [--features 16 64 256 1024] [--seeds 3] [--finetune-features 64] [--finetune-seeds 3] [--steps 300] \
+        [--eval-every 25]
 
 The source is an exact-attention run of this project (``protein-performer train --attention softmax``).
 1. Zero-shot, on the test split (fixed masks, fp32): the source, its exact conversion (must agree to
@@ -11,7 +12,8 @@ The source is an exact-attention run of this project (``protein-performer train 
 2. Fine-tuning: the FAVOR conversion at ``--finetune-features`` trained ``--steps`` steps with the
    source's training settings, against a Performer of the same config trained from scratch with the
    same settings and seed (the same batches and masks); validation accuracy every ``--eval-every``,
-   then both on the test split.
+   then both on the test split. Repeated for ``--finetune-seeds`` seeds (seed s: projection draw s
+   and training seed s, for both), reported as mean ± standard deviation.
 Writes ``OUT/results.json`` and ``docs/figures/backcompat_cpu.png``.
 """
 
@@ -107,10 +109,14 @@ def plot(result: dict, path: Path) -> None:
     left.set_title("zero-shot: exact Transformer run as a Performer")
     left.grid(alpha=0.3)
     left.legend(fontsize=8)
+    seeds = len(result["finetune_seeds"])
     for key, label in (("converted", f"converted (M = {result['finetune_features']}), fine-tuned"),
                        ("scratch", f"Performer from scratch (M = {result['finetune_features']})")):
         curve = result["finetune"][key]
-        right.plot([r["step"] for r in curve], [100 * r["accuracy"] for r in curve], "o-", ms=3, label=label)
+        mean, std = [100 * a for a in curve["accuracy"]["mean"]], [100 * a for a in curve["accuracy"]["std"]]
+        line, = right.plot(curve["steps"], mean, "o-", ms=3, label=f"{label}, mean of {seeds} seeds")
+        right.fill_between(curve["steps"], [m - d for m, d in zip(mean, std)], [m + d for m, d in zip(mean, std)],
+                           color=line.get_color(), alpha=0.2, lw=0)
     right.axhline(100 * result["source_validation_accuracy"], color="gray", ls="--", lw=1,
                   label=f"exact source after {result['source_steps']} steps")
     right.set_xlabel("optimizer steps")
@@ -127,6 +133,15 @@ def summary(values: list[float]) -> dict:
     return {"mean": statistics.fmean(values), "std": statistics.pstdev(values), "values": values}
 
 
+def curve_summary(curves: list[list[dict]]) -> dict:
+    """Per-seed validation curves (the same steps) → steps, and mean / std / values of accuracy and
+    perplexity at each step."""
+    steps = [r["step"] for r in curves[0]]
+    by_step = {key: [summary([c[i][key] for c in curves]) for i in range(len(steps))] for key in ("accuracy", "perplexity")}
+    return {"steps": steps, **{key: {"mean": [s["mean"] for s in rows], "std": [s["std"] for s in rows]}
+                               for key, rows in by_step.items()}, "runs": curves}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--source", default=str(ROOT / "runs" / "shared" / "exact-tiny"), help="an exact-attention run directory")
@@ -134,6 +149,7 @@ def main() -> None:
     parser.add_argument("--features", type=int, nargs="+", default=[16, 64, 256, 1024])
     parser.add_argument("--seeds", type=int, default=3, help="projection draws per M for the zero-shot rows")
     parser.add_argument("--finetune-features", type=int, default=64)
+    parser.add_argument("--finetune-seeds", type=int, default=3, help="fine-tuning repeats (projection draw and training seed)")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--eval-every", type=int, default=25)
     parser.add_argument("--figure", default=str(ROOT / "docs" / "figures" / "backcompat_cpu.png"))
@@ -173,25 +189,30 @@ def main() -> None:
         print(f"{name}: accuracy {100 * rows[name]['accuracy']:.2f}%, perplexity {rows[name]['perplexity']:.3f}, "
               f"agreement {100 * rows[name]['agreement']:.1f}%, KL {rows[name]['kl']:.2e}", flush=True)
 
-    # 2. fine-tuning against training from scratch
-    ft = dataclasses.replace(tc, max_steps=args.steps, eval_every=args.eval_every, save_every=args.steps)
+    # 2. fine-tuning against training from scratch, the same seeds for both
     corpus = EncodedCorpus.from_fasta(tc.data)
-    init = out / f"favor-m{args.finetune_features}-s0"
-    if not init.exists():
-        convert_model(source_dir, init, num_features=args.finetune_features, seed=0)
-    favor_config = load_checkpoint(init)[1]
-    curves = {}
-    for name, start in (("converted", init), ("scratch", None)):
-        run = out / f"finetune-{name}"
-        shutil.rmtree(run, ignore_errors=True)  # always a fresh run: the curve starts at step 0
-        curves[name] = finetune(run, favor_config, ft, start, corpus)
-    final = {name: evaluate(out / f"finetune-{name}") for name in curves}  # test split, as `protein-performer evaluate`
+    runs: dict[str, list] = {"converted": [], "scratch": []}
+    tests: dict[str, list] = {"converted": [], "scratch": []}
+    for seed in range(args.finetune_seeds):
+        ft = dataclasses.replace(tc, max_steps=args.steps, eval_every=args.eval_every, save_every=args.steps, seed=seed)
+        init = out / f"favor-m{args.finetune_features}-s{seed}"
+        if not init.exists():
+            convert_model(source_dir, init, num_features=args.finetune_features, seed=seed)
+        favor_config = load_checkpoint(init)[1]
+        for name, start in (("converted", init), ("scratch", None)):
+            run = out / f"finetune-{name}-s{seed}"
+            shutil.rmtree(run, ignore_errors=True)  # always a fresh run: the curve starts at step 0
+            runs[name].append(finetune(run, favor_config, ft, start, corpus))
+            tests[name].append(evaluate(run))  # test split, as `protein-performer evaluate`
+    curves = {name: curve_summary(c) for name, c in runs.items()}
+    final = {name: {key: summary([r[key] for r in rows]) for key in ("accuracy", "perplexity")} for name, rows in tests.items()}
     for name, r in final.items():
-        print(f"{name} after {args.steps} steps, test split: accuracy {100 * r['accuracy']:.2f}%, "
-              f"perplexity {r['perplexity']:.3f}")
+        print(f"{name} after {args.steps} steps, test split ({args.finetune_seeds} seeds): accuracy "
+              f"{100 * r['accuracy']['mean']:.2f}±{100 * r['accuracy']['std']:.2f}%, perplexity {r['perplexity']['mean']:.3f}")
     result = {
         "source": str(source_dir), "source_steps": last_valid["step"], "source_validation_accuracy": last_valid["valid/accuracy"],
         "train_config": dataclasses.asdict(ft), "model_config": favor_config.to_dict(), "seeds": args.seeds,
+        "finetune_seeds": list(range(args.finetune_seeds)),
         "zero_shot": {"source": rows["source"], "exact": rows["exact"], "favor": favor,
                       "evaluate_source": cli_source, "evaluate_exact": cli_exact},
         "finetune_features": args.finetune_features, "finetune": curves, "finetune_test": final,
