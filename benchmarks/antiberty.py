@@ -129,7 +129,7 @@ def main() -> None:
     models += [(f"favor-m{m}-s{s}", "favor", m, s) for m in args.features for s in range(args.seeds)]
     notes = []
     for name, attention, m, seed in models:
-        report = convert_model(source, out / name, attention=attention, num_features=m, seed=seed)
+        report = convert_model(source, out / name, attention=attention, num_features=m, seed=seed, overwrite=True)
         notes = report.notes
         plm = load(out / name)
         started = time.perf_counter()

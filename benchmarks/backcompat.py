@@ -164,11 +164,11 @@ def main() -> None:
     last_valid = [r for r in source_history if "valid/accuracy" in r][-1]
 
     # 1. zero-shot
-    convert_model(source_dir, out / "exact", attention="softmax")
+    convert_model(source_dir, out / "exact", attention="softmax", overwrite=True)
     models = {"exact": load_checkpoint(out / "exact")[0]}
     for m in args.features:
         for seed in range(args.seeds):
-            convert_model(source_dir, out / f"favor-m{m}-s{seed}", num_features=m, seed=seed)
+            convert_model(source_dir, out / f"favor-m{m}-s{seed}", num_features=m, seed=seed, overwrite=True)
             models[f"favor-m{m}-s{seed}"] = load_checkpoint(out / f"favor-m{m}-s{seed}")[0]
     started = time.perf_counter()
     rows = compare(source, models, tc)

@@ -105,3 +105,46 @@ def test_report_is_self_contained_and_holds_every_figure(tmp_path, run_dir, fast
         assert text in page, text
     _fails_cleanly(capsys, ["report", "--run", str(tmp_path / "nothing")], "not a training run directory")
     _fails_cleanly(capsys, ["report", "--run", str(run_dir), "--no-evaluate", "--analysis", str(tmp_path / "none")], "no analysis folder")
+
+
+def test_bad_input_is_one_line_before_any_work(tmp_path, run_dir, fasta, capsys):
+    afile = tmp_path / "afile"
+    afile.write_text("not a folder")
+    maps = ["analyze", "attention-maps", "--checkpoint", str(run_dir)]
+    for argv in (maps, ["analyze", "similarity", "--checkpoint", str(run_dir), "--fasta", str(fasta), "--quiet"],
+                 ["analyze", "approximation", "--samples", "1", "--length", "16", "--features", "4", "--quiet"]):
+        _fails_cleanly(capsys, [*argv, "--out", str(afile)], "afile is a file: --out takes a folder")
+    _fails_cleanly(capsys, ["report", "--run", str(run_dir), "--no-evaluate", "--out", str(afile / "r.html")], "afile")
+    _fails_cleanly(capsys, [*maps, "--sequence", "", "--out", str(tmp_path / "o")], "empty")
+    _fails_cleanly(capsys, [*maps, "--name", "a/b", "--out", str(tmp_path / "o")], "path separators")
+    approx = ["analyze", "approximation", "--samples", "1", "--length", "16", "--features", "4", "--quiet", "--out", str(tmp_path / "a")]
+    _fails_cleanly(capsys, [*approx, "--fasta", str(fasta)], "give --checkpoint too")
+    empty = tmp_path / "empty.fa"
+    empty.write_text("")
+    _fails_cleanly(capsys, [*approx, "--checkpoint", str(run_dir), "--fasta", str(empty)], "holds no sequences")
+    unknown = tmp_path / "x.fa"
+    unknown.write_text(">a\nXXXX\n")
+    _fails_cleanly(capsys, ["analyze", "similarity", "--checkpoint", str(run_dir), "--fasta", str(unknown), "--quiet",
+                            "--out", str(tmp_path / "s")], "amino-acid pairs have a defined similarity")
+
+
+@pytest.mark.parametrize("name,content,message", [
+    ("approximation.json", "{bad", "approximation.json is not valid JSON"),
+    ("approximation.json", "{}", "holds no results"),
+    ("approximation.json", '{"random": {}}', "approximation.json is not an output of `protein-performer analyze`"),
+    ("attention_maps_x.json", '{"name": "x"}', "attention_maps_x.json is not an output"),
+    ("similarity_x.json", "[1, 2]", "similarity_x.json holds list, not a JSON object"),
+])
+def test_report_names_a_malformed_analysis_file(tmp_path, run_dir, capsys, name, content, message):
+    (tmp_path / name).write_text(content)
+    _fails_cleanly(capsys, ["report", "--run", str(run_dir), "--no-evaluate", "--analysis", str(tmp_path),
+                            "--out", str(tmp_path / "r.html")], message)
+
+
+def test_report_names_a_malformed_metrics_log(tmp_path, run_dir, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text((run_dir / "config.json").read_text())
+    for content in ('{"loss": 1.0}\n', "5\n"):
+        (run / "metrics.jsonl").write_text(content)
+        _fails_cleanly(capsys, ["report", "--run", str(run), "--no-evaluate"], "metrics.jsonl")

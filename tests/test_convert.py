@@ -199,6 +199,10 @@ def run_cli(capsys, *args: str) -> tuple[int, str]:
     ("no_vocab", "--vocab FILE"),
     ("pickle", "could not be read as plain tensors"),
     ("damaged", "is not a readable safetensors file"),
+    ("not_object", "holds list, not a JSON object"),
+    ("wrong_type", "'32'"),
+    ("fewer_layers", "config.json does not account for"),
+    ("existing_out", "already holds files"),
     ("damaged_own", "is not a readable safetensors file"),
     ("into_source", "is the source directory"),
 ])
@@ -218,6 +222,15 @@ def test_convert_errors_are_one_line(tmp_path, capsys, case, message):
         save_bert(source)
         (source / "model.safetensors").unlink()
         torch.save({"weights": ConversionError("pickled object")}, source / "pytorch_model.bin")
+    elif case in ("not_object", "wrong_type", "fewer_layers"):
+        save_esm(source)
+        config = json.loads((source / "config.json").read_text())
+        config.update({"hidden_size": "32"} if case == "wrong_type" else {"num_hidden_layers": config["num_hidden_layers"] - 1})
+        (source / "config.json").write_text("[1]" if case == "not_object" else json.dumps(config))
+    elif case == "existing_out":
+        own_run(source)
+        (tmp_path / "out").mkdir()
+        (tmp_path / "out" / "metrics.jsonl").write_text("{}\n")
     elif case == "damaged":
         save_esm(source)
         (source / "model.safetensors").write_bytes(b"garbage")
@@ -275,3 +288,7 @@ def test_train_init_from_refuses_architecture_changes(tmp_path, capsys, fasta):
                            (["--seq-len", "128"], "--seq-len 128 is longer than the learned positions")):
         code, err = run_cli(capsys, *base, *extra)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
+    for content, message in (("[1]", "is not a valid model config"), ("{bad", "config.json is not a valid model config")):
+        (tmp_path / "favor" / "config.json").write_text(content)
+        code, err = run_cli(capsys, *base)
+        assert code == 2 and message in err and len(err.strip().splitlines()) == 1 and "Traceback" not in err, err

@@ -22,7 +22,8 @@ def test_config_round_trips_through_json(tmp_path):
     assert set(PRESETS) == {"tiny", "small", "paper"}
 
 
-@pytest.mark.parametrize("bad", [dict(attention="linear"), dict(kernel="cos"), dict(num_heads=5), dict(dropout=1.5)])
+@pytest.mark.parametrize("bad", [dict(attention="linear"), dict(kernel="cos"), dict(num_heads=5), dict(dropout=1.5),
+                                 dict(d_model="32"), dict(orthogonal=1), dict(num_layers=2.0)])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError, match="invalid model config"):
         small(**bad)

@@ -107,7 +107,11 @@ def _init_config(args: argparse.Namespace, overrides: dict):
     path = Path(args.init_from) / "config.json"
     if not path.is_file():
         raise UserError(f"{path} not found: --init-from takes a model directory (config.json + model.safetensors)")
-    return PerformerConfig.load(path).replace(**overrides)
+    try:
+        config = PerformerConfig.load(path)
+    except (ValueError, TypeError) as err:  # JSONDecodeError is a ValueError; TypeError: not a JSON object
+        raise UserError(f"{path} is not a valid model config ({err})") from None
+    return config.replace(**overrides)
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -373,6 +377,3 @@ def main(argv: list[str] | None = None) -> int:
         print("protein-performer: interrupted", file=sys.stderr)
         return 130
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,20 +3,22 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 from .cli import UserError
 
-# What a user's bad input raises below: a missing file, a malformed FASTA or JSON, a bad value.
-USER_ERRORS = (FileNotFoundError, IsADirectoryError, ValueError, json.JSONDecodeError)
+# What a user's bad input raises below: a missing file or an output path that cannot be written
+# (OSError), a malformed FASTA or JSON or a bad value (ValueError; JSONDecodeError is one).
+USER_ERRORS = (OSError, ValueError)
 
 
 def _approximation(args: argparse.Namespace) -> int:
     from .analysis.pipeline import run_approximation
 
+    if args.checkpoint is None and (args.fasta is not None or args.max_length is not None):
+        raise UserError("--fasta and --max-length choose the proteins of --checkpoint: give --checkpoint too")
     try:
         result = run_approximation(args.out, samples=args.samples, length=args.length, dim=args.dim, feature_counts=args.features,
-                                   seed=args.seed, checkpoint=args.checkpoint, fasta=args.fasta, max_length=args.max_length,
+                                   seed=args.seed, checkpoint=args.checkpoint, fasta=args.fasta, max_length=1024 if args.max_length is None else args.max_length,
                                    progress=not args.quiet)
     except USER_ERRORS as err:
         raise UserError(str(err)) from None
@@ -45,7 +47,7 @@ def _attention_maps(args: argparse.Namespace) -> int:
         if args.fasta:
             sequence, name = find_sequence(args.fasta, args.id), args.id
         else:
-            sequence, name = (args.sequence, "sequence") if args.sequence else (BPT1_BOVIN, "BPT1_BOVIN")
+            sequence, name = (args.sequence, "sequence") if args.sequence is not None else (BPT1_BOVIN, "BPT1_BOVIN")
         result = run_attention_maps(args.out, args.checkpoint, sequence=sequence, name=args.name or name, start=args.start, window=args.window)
     except USER_ERRORS as err:
         raise UserError(str(err)) from None
@@ -97,7 +99,7 @@ def add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
     approx.add_argument("--samples", type=int, default=15, help="random input samples (and test-split proteins with --checkpoint)")
     approx.add_argument("--length", type=int, default=4096, help="L of the random inputs")
     approx.add_argument("--dim", type=int, default=16, help="d of the random inputs")
-    approx.add_argument("--max-length", type=int, default=1024, help="crop the proteins to this many residues (--checkpoint)")
+    approx.add_argument("--max-length", type=int, help="crop the proteins to this many residues (with --checkpoint; default 1024)")
     approx.add_argument("--seed", type=int, default=0)
     approx.add_argument("--quiet", action="store_true", help="no progress bar")
     approx.set_defaults(func=_approximation)

@@ -25,6 +25,23 @@ def _write_json(path: Path, result: dict) -> None:
     path.write_text(json.dumps(result, indent=1) + "\n")
 
 
+def output_folder(out: str | os.PathLike) -> Path:
+    """``out``, created up front so that a path that cannot be a folder fails before any work."""
+    out = Path(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise NotADirectoryError(f"{out} is a file: --out takes a folder") from None
+    return out
+
+
+def file_stem(name: str, option: str) -> str:
+    """A name used in output file names; one with a path separator would write elsewhere."""
+    if not name or any(sep in name for sep in ("/", "\\", os.sep)) or name in (".", ".."):
+        raise ValueError(f"{option} {name!r} cannot be part of a file name: give a name without path separators")
+    return name
+
+
 def _progress(enabled: bool, desc: str):
     return lambda items: tqdm(items, desc=desc, disable=not enabled, leave=False)
 
@@ -41,6 +58,8 @@ def read_sequences(fasta: str | os.PathLike | None = None, *, count: int | None 
         if count is not None and len(records) == count:
             break
         records.append((record.id, record.sequence))
+    if not records:
+        raise ValueError(f"{fasta} holds no sequences")
     return records
 
 
@@ -113,12 +132,15 @@ def run_approximation(out: str | os.PathLike, *, samples: int = 15, length: int 
                       feature_counts: Sequence[int] = approx.FEATURE_COUNTS, seed: int = 0,
                       checkpoint: str | os.PathLike | None = None, fasta: str | os.PathLike | None = None, max_length: int = 1024,
                       progress: bool = True) -> dict:
-    """Random inputs, and with ``checkpoint`` its real q/k too (``samples`` proteins of ``fasta``)."""
-    result = {"random": random_approximation(samples=samples, length=length, dim=dim, feature_counts=feature_counts, seed=seed,
-                                             progress=progress)}
+    """Random inputs, and with ``checkpoint`` its real q/k too (``samples`` proteins of ``fasta``). The
+    checkpoint comes first, so that a bad one fails before the long random-input part."""
+    out = output_folder(out)
+    measured = {}
     if checkpoint is not None:
-        result["checkpoint"] = checkpoint_approximation(checkpoint, fasta=fasta, sequences=samples, max_length=max_length,
-                                                        feature_counts=feature_counts, seed=seed, progress=progress)
+        measured = {"checkpoint": checkpoint_approximation(checkpoint, fasta=fasta, sequences=samples, max_length=max_length,
+                                                           feature_counts=feature_counts, seed=seed, progress=progress)}
+    result = {"random": random_approximation(samples=samples, length=length, dim=dim, feature_counts=feature_counts, seed=seed,
+                                             progress=progress), **measured}
     write_approximation(out, result)
     return result
 
@@ -132,13 +154,12 @@ def run_attention_maps(out: str | os.PathLike, checkpoint: str | os.PathLike, *,
 
     if window < 1:
         raise ValueError(f"--window must be positive, got {window}")
+    stem = f"attention_maps_{file_stem(name, '--name')}"
+    out = output_folder(out)
     plm = load(checkpoint)
     sequence = sequence.strip().upper()
     maps = sequence_attention_maps(plm, sequence, start=start, window=window).numpy()
     shown = sequence[start : start + maps.shape[-1]]
-    out = Path(out)
-    stem = f"attention_maps_{name}"
-    out.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(out / f"{stem}.npz", maps=maps, residues=shown, start=start)
     kind = "FAVOR" if plm.config.attention == "favor" else "exact softmax"
     label = label or Path(checkpoint).resolve().name
@@ -159,17 +180,21 @@ def run_similarity(out: str | os.PathLike, checkpoint: str | os.PathLike, *, fas
 
     if sequences < 1 or max_length < 1:
         raise ValueError("--sequences and --max-length must be positive")
+    out = output_folder(out)
+    label = file_stem(label or Path(checkpoint).resolve().name, "--label")
     plm = load(checkpoint)
-    label = label or Path(checkpoint).resolve().name
     records = read_sequences(fasta, count=sequences)
     started = time.perf_counter()
     result = attention_similarity(plm, [s for _, s in records], max_length=max_length, progress=_progress(progress, "sequences"))
     result.update(label=label, checkpoint=str(checkpoint), attention=plm.config.attention,
                   data=str(fasta) if fasta else "test split of the embedded corpus", seconds=round(time.perf_counter() - started, 1))
     c = result["comparison"]
+    if c["pairs"] < 3:
+        raise ValueError(f"only {c['pairs']} amino-acid pairs have a defined similarity (an amino acid no head attends to "
+                         f"has none): give more or longer sequences")
     plot_similarity(np.array(result["similarity"], dtype=float), np.array(result["blosum62"]), result["letters"],
-                    Path(out) / f"similarity_{label}.png",
+                    out / f"similarity_{label}.png",
                     title=f"{label}: Spearman vs BLOSUM62 = {c['spearman']:.3f} (p = {c['p_value']:.2g}, "
                           f"{c['pairs']} pairs; {result['sequences']} sequences, {result['residues']:,} residues)")
-    _write_json(Path(out) / f"similarity_{label}.json", result)
+    _write_json(out / f"similarity_{label}.json", result)
     return result

@@ -13,6 +13,7 @@ import html
 import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from ..training.plots import plot_training_curves
@@ -40,11 +41,37 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+def _read_json(path: Path, text: str | None = None) -> dict:
+    """One JSON object from ``path`` (or from ``text``, a line of it); ``ValueError`` naming the file."""
+    try:
+        value = json.loads(path.read_text() if text is None else text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} holds {type(value).__name__}, not a JSON object")
+    return value
+
+
+def _checked(build: Callable[[Path], str], path: Path, what: str) -> str:
+    """``build(path)``, with a file that parses but lacks what the page needs reported as its own."""
+    try:
+        return build(path)
+    except (KeyError, TypeError, AttributeError, IndexError, StopIteration) as err:
+        raise ValueError(f"{path} is not {what} ({type(err).__name__}: {err})") from None
+
+
 def read_history(run: Path) -> list[dict]:
     path = run / "metrics.jsonl"
     if not path.exists():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    history = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            record = _read_json(path, line)
+            if not isinstance(record.get("step"), int):
+                raise ValueError(f"{path}, line {number}: no step number: not a metrics log of `protein-performer train`")
+            history.append(record)
+    return history
 
 
 def _settings(run: Path) -> str:
@@ -52,7 +79,7 @@ def _settings(run: Path) -> str:
     for name, title in (("config.json", "model"), ("train_config.json", "training")):
         path = run / name
         if path.exists():
-            values = json.loads(path.read_text())
+            values = _read_json(path)
             parts.append(f"<h3>{title}</h3>" + _table(["setting", "value"], [[k, v] for k, v in values.items()]))
     return "".join(parts)
 
@@ -65,8 +92,8 @@ def _evaluation(r: dict) -> str:
             + _table(["", "accuracy", "perplexity"], rows))
 
 
-def _approximation_section(folder: Path) -> str:
-    result = json.loads((folder / "approximation.json").read_text())
+def _approximation_section(path: Path) -> str:
+    folder, result = path.parent, _read_json(path)
     parts = []
     for source, figure in (("random", "approximation.png"), ("checkpoint", "approximation_checkpoint.png")):
         if source not in result:
@@ -82,11 +109,13 @@ def _approximation_section(folder: Path) -> str:
                      + _table(["kernel", *(f"M = {m}" for m in counts)], rows))
         if (folder / figure).exists():
             parts.append(_image(folder / figure, caption))
+    if not parts:
+        raise ValueError(f"{path} holds no results (neither 'random' nor 'checkpoint')")
     return "".join(parts)
 
 
 def _similarity_section(path: Path) -> str:
-    r = json.loads(path.read_text())
+    r = _read_json(path)
     c = r["comparison"]
     text = (f"<p><b>{html.escape(r['label'])}</b> ({html.escape(r['attention'])} attention): Spearman correlation with BLOSUM62 "
             f"{c['spearman']:.4f} (p = {c['p_value']:.3g}) over {c['pairs']} amino-acid pairs; {r['sequences']:,} sequences, "
@@ -96,7 +125,7 @@ def _similarity_section(path: Path) -> str:
 
 
 def _attention_section(path: Path) -> str:
-    r = json.loads(path.read_text())
+    r = _read_json(path)
     rows = [[f"layer {i}, head {j}", f"{s['local']:.3f}", f"{s['top_column']:.3f}", f"{s['mean_distance']:.1f}"]
             for i, heads in enumerate(r["heads"], start=1) for j, s in enumerate(heads, start=1)]
     figure = path.with_suffix(".png")
@@ -109,13 +138,16 @@ def _analysis(folder: Path) -> str:
     if not folder.is_dir():
         raise FileNotFoundError(f"no analysis folder {folder}: run `protein-performer analyze ... --out {folder}` first")
     parts = []
+    what = "an output of `protein-performer analyze`"
     if (folder / "approximation.json").exists():
-        parts.append("<h2>Approximation error of FAVOR</h2>" + _approximation_section(folder))
+        parts.append("<h2>Approximation error of FAVOR</h2>" + _checked(_approximation_section, folder / "approximation.json", what))
     for path in sorted(folder.glob("attention_maps_*.json")):
-        parts.append(f"<h2>Attention maps: {html.escape(path.stem.removeprefix('attention_maps_'))}</h2>" + _attention_section(path))
+        name = html.escape(path.stem.removeprefix("attention_maps_"))
+        parts.append(f"<h2>Attention maps: {name}</h2>" + _checked(_attention_section, path, what))
     similarity = sorted(folder.glob("similarity_*.json"))
     if similarity:
-        parts.append("<h2>Amino-acid similarity from attention against BLOSUM62</h2>" + "".join(_similarity_section(p) for p in similarity))
+        parts.append("<h2>Amino-acid similarity from attention against BLOSUM62</h2>"
+                     + "".join(_checked(_similarity_section, p, what) for p in similarity))
     if not parts:
         raise FileNotFoundError(f"{folder} holds no analysis output (approximation.json, attention_maps_*.json, similarity_*.json)")
     return "".join(parts)
@@ -132,16 +164,15 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *
     if not (run / "config.json").exists():
         raise FileNotFoundError(f"{run} is not a training run directory (no config.json)")
     out = Path(out) if out else run / "report.html"
+    if out.is_dir():
+        raise IsADirectoryError(f"{out} is a folder: --out takes the HTML file to write")
+    out.parent.mkdir(parents=True, exist_ok=True)  # a path that cannot be written fails before any work
     name = name or run.resolve().name
     sections = [f"<h1>protein-performer run {html.escape(name)}</h1>"]
     history = read_history(run)
     if history:
-        with tempfile.TemporaryDirectory() as tmp:
-            curves = Path(tmp) / name.replace("/", "_") / "training_curves.png"  # the plot's title is its folder's name
-            curves.parent.mkdir()
-            plot_training_curves(history, curves)
-            last = history[-1]
-            sections.append("<h2>Training</h2>" + _image(curves, f"Loss and accuracy against optimizer step (last step {last['step']})"))
+        sections.append("<h2>Training</h2>" + _checked(lambda path: _training(history, name), run / "metrics.jsonl",
+                                                         "a metrics log of `protein-performer train`"))
     if evaluation is None and evaluate_run:
         from ..training.evaluate import evaluate
 
@@ -156,6 +187,13 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *
         sections.append("<h2>Benchmarks</h2>" + "".join(_image(p, p.stem.replace("_", " ")) for p in bench))
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(name)} report</title>'
             f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n")
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(page)
     return out
+
+
+def _training(history: list[dict], name: str) -> str:
+    with tempfile.TemporaryDirectory() as tmp:
+        curves = Path(tmp) / name.replace("/", "_") / "training_curves.png"  # the plot's title is its folder's name
+        curves.parent.mkdir()
+        plot_training_curves(history, curves)
+        return _image(curves, f"Loss and accuracy against optimizer step (last step {history[-1]['step']})")

@@ -18,7 +18,6 @@ from pathlib import Path
 from ..training.checkpoint import write_weights
 from .bert import convert_bert
 from .common import (
-    FORMATS,
     ConversionError,
     Converted,
     build_model,
@@ -54,17 +53,25 @@ def read_source(source: Path, vocab: Path | None = None) -> tuple[str, Converted
         return kind, convert(hf, read_tensors(source), vocabulary)
     except KeyError as err:
         raise ConversionError(f"{source / 'config.json'} lacks {err.args[0]!r}") from None
+    except TypeError as err:  # a value of the wrong type (a string for a size, ...)
+        raise ConversionError(f"{source / 'config.json'} has a value of the wrong type ({err})") from None
 
 
 def convert_model(source: str | Path, out: str | Path, *, attention: str = "favor", kernel: str | None = None,
-                  num_features: int | None = None, seed: int = 0, vocab: str | Path | None = None) -> ConversionReport:
+                  num_features: int | None = None, seed: int = 0, vocab: str | Path | None = None,
+                  overwrite: bool = False) -> ConversionReport:
     """Convert ``source`` into ``out`` with ``attention`` ("favor" or "softmax"); FAVOR projections are
     drawn from ``seed``. ``kernel`` / ``num_features`` default to the source's (its own config) or to
-    FAVOR+ with M = 256. ``vocab``: the source's vocabulary file when its directory has no vocab.txt."""
+    FAVOR+ with M = 256. ``vocab``: the source's vocabulary file when its directory has no vocab.txt.
+    ``out`` must be new or empty unless ``overwrite`` (a run's other files would no longer match)."""
     source, out = Path(source), Path(out)
     kind, converted = read_source(source, Path(vocab) if vocab is not None else None)
     if same_path(source, out):
         raise ConversionError(f"--out {out} is the source directory: write the converted model elsewhere")
+    if out.exists() and not out.is_dir():
+        raise ConversionError(f"--out {out} is a file: give a directory for the converted model")
+    if not overwrite and out.is_dir() and any(out.iterdir()):
+        raise ConversionError(f"--out {out} already holds files: give a new or empty directory (or delete it first)")
     changes = {"attention": attention, "kernel": kernel, "num_features": num_features}
     converted.config = converted.config.replace(**{k: v for k, v in changes.items() if v is not None})
     model = build_model(converted, seed)
@@ -76,4 +83,4 @@ def convert_model(source: str | Path, out: str | Path, *, attention: str = "favo
     return ConversionReport(kind, converted.config.to_dict(), model.num_parameters(), converted.notes)
 
 
-__all__ = ["FORMATS", "ConversionError", "ConversionReport", "convert_model", "read_source"]
+__all__ = ["ConversionError", "ConversionReport", "convert_model", "read_source"]

@@ -59,4 +59,4 @@ def convert_bert(hf: dict, tensors: dict, vocabulary: list[str]) -> Converted:
         raise ConversionError("cls.predictions.decoder.bias differs from cls.predictions.bias (BERT ties them)")
     out["lm_head.bias"] = bias[rows]
     tied_decoder(w, "cls.predictions.decoder.weight", embedding)
-    return Converted(config, out, notes + w.ignored_note())
+    return Converted(config, out, notes + w.ignored_note(body=("bert.encoder.", "bert.embeddings.")))

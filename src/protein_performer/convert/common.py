@@ -20,7 +20,6 @@ from ..data import DEFAULT_ALPHABET, RESIDUE_LETTERS
 from ..model import PerformerConfig, PerformerLM
 from ..training.checkpoint import read_safetensors
 
-FORMATS = ("protein-performer", "esm", "bert")
 CONFIG_FILE = "config.json"
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 # Our special tokens and the names other vocabularies give them (ESM-2's, BERT's, RoBERTa's).
@@ -49,9 +48,12 @@ class Converted:
 
 def read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text())
+        value = json.loads(path.read_text())
     except json.JSONDecodeError as err:
         raise ConversionError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise ConversionError(f"{path} holds {type(value).__name__}, not a JSON object")
+    return value
 
 
 def detect_format(directory: Path) -> str:
@@ -176,9 +178,16 @@ class SourceTensors:
         names = [f"{prefix}.{n}" for n in ("query", "key", "value")]
         return {f"{target}.{kind}": torch.cat([self(f"{n}.{kind}") for n in names]) for kind in ("weight", "bias")}
 
-    def ignored_note(self) -> list[str]:
-        """One note naming the groups of source tensors the conversion does not use (other heads)."""
-        groups = sorted({".".join(n.split(".")[:2]) for n in self.tensors if n not in self.used and not n.endswith(_BUFFERS)})
+    def ignored_note(self, body: tuple[str, ...]) -> list[str]:
+        """One note naming the groups of source tensors the conversion does not use (other heads).
+        An unused tensor under ``body`` (the encoder and embeddings) means config.json describes less
+        model than the weights hold (e.g. fewer layers): refused, not silently truncated."""
+        unused = [n for n in self.tensors if n not in self.used and not n.endswith(_BUFFERS)]
+        stray = [n for n in unused if n.startswith(body)]
+        if stray:
+            raise ConversionError(f"config.json does not account for {len(stray)} {self.kind} tensors (e.g. {stray[0]}): "
+                                  f"it and the weights disagree (num_hidden_layers?)")
+        groups = sorted({".".join(n.split(".")[:2]) for n in unused})
         return [f"not used (not part of the masked LM): {', '.join(g + '.*' for g in groups)}"] if groups else []
 
 

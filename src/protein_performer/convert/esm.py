@@ -62,4 +62,4 @@ def convert_esm(hf: dict, tensors: dict, vocabulary: list[str]) -> Converted:
     out.update(w.linear("lm_head.layer_norm", "lm_head.norm"))
     out["lm_head.bias"] = w("lm_head.bias")[rows]
     tied_decoder(w, "lm_head.decoder.weight", embedding)
-    return Converted(config, out, notes + w.ignored_note())
+    return Converted(config, out, notes + w.ignored_note(body=("esm.encoder.", "esm.embeddings.")))

@@ -46,6 +46,10 @@ class PerformerConfig:
     token_dropout: bool = False  # ESM-2: <mask> embeddings zeroed, the rest scaled by 0.88 / (1 - masked share)
 
     def __post_init__(self) -> None:
+        for f in dataclasses.fields(self):  # every field is an int, float, str or bool (JSON may say otherwise)
+            value, kind = getattr(self, f.name), type(f.default)
+            if not (type(value) is kind or (kind is float and type(value) is int)):
+                raise ValueError(f"invalid model config: {f.name} must be {kind.__name__}, got {value!r}")
         checks = [
             (self.attention in ATTENTIONS, f"attention must be one of {ATTENTIONS}"),
             (self.kernel in KERNELS, f"kernel must be one of {KERNELS}"),
