@@ -148,3 +148,13 @@ def test_report_names_a_malformed_metrics_log(tmp_path, run_dir, capsys):
     for content in ('{"loss": 1.0}\n', "5\n"):
         (run / "metrics.jsonl").write_text(content)
         _fails_cleanly(capsys, ["report", "--run", str(run), "--no-evaluate"], "metrics.jsonl")
+
+
+def test_cli_run_as_a_module_reports_analysis_errors_in_one_line(tmp_path):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "protein_performer.cli", "report", "--run", str(tmp_path / "nope")],
+                            capture_output=True, text=True)
+    assert result.returncode == 2 and "not a training run directory" in result.stderr, result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -10,9 +10,7 @@ import argparse
 import os
 import sys
 
-
-class UserError(Exception):
-    """A problem with the user's input: reported as one line, exit status 2."""
+from .errors import UserError
 
 
 def _bench(args: argparse.Namespace) -> int:
@@ -377,3 +375,6 @@ def main(argv: list[str] | None = None) -> int:
         print("protein-performer: interrupted", file=sys.stderr)
         return 130
 
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from .cli import UserError
+from .errors import UserError
 
 # What a user's bad input raises below: a missing file or an output path that cannot be written
 # (OSError), a malformed FASTA or JSON or a bad value (ValueError; JSONDecodeError is one).
