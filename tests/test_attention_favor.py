@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import qkv
+
 from protein_performer.attention import KERNELS, draw_projection, favor_attention, random_features, softmax_attention
 from protein_performer.attention.linear import causal_product
 from protein_performer.attention.naive import favor_attention_naive, softmax_attention_naive

@@ -4,8 +4,8 @@ import math
 
 import pytest
 import torch
-
 from conftest import qkv
+
 from protein_performer.attention import draw_projection, favor_attention, random_features, softmax_attention
 
 

@@ -536,16 +536,18 @@ def _available(method: str, device: str = "cpu") -> tuple[bool, str]:
     if method == "performer":
         try:
             with contextlib.redirect_stdout(io.StringIO()):
-                import performer_pytorch  # noqa: F401
                 from importlib.metadata import version
+
+                import performer_pytorch  # noqa: F401
 
                 return True, f"performer-pytorch {version('performer-pytorch')}"
         except Exception as exc:  # noqa: BLE001
             return False, f"performer-pytorch not importable ({type(exc).__name__}: {exc}); pip install performer-pytorch==1.1.4"
     if method == "fast-tr":
         try:
-            from fast_transformers.causal_product import causal_dot_product  # noqa: F401
             from importlib.metadata import version
+
+            from fast_transformers.causal_product import causal_dot_product  # noqa: F401
 
             if device.startswith("cuda"):
                 import fast_transformers.causal_product.causal_product_cuda  # noqa: F401
@@ -894,7 +896,7 @@ def _profile(args, lengths_dtype: str) -> int:
     if device.type == "cpu":
         wait_for_quiet(args.quiet_wait_s if args.quiet_wait_s is not None else 60.0)
     mm = matmul_throughput(args.device, args.threads, quick=False)
-    peak = mm[f"{'float32'}_square"]["gflops"]
+    peak = mm["float32_square"]["gflops"]
     print(f"plain matmul float32: {peak:.0f} GFLOP/s; FAVOR-shaped {mm['float32_favor_projection']['gflops']:.0f} GFLOP/s")
     acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == "cuda" else [])
     for direction in args.directions:

@@ -8,12 +8,12 @@ from any checkpoint ends with exactly the weights of an uninterrupted run with t
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import inspect
 import json
 import math
-import contextlib
 import time
 import warnings
 from dataclasses import dataclass
