@@ -3,7 +3,7 @@ shipped inside the ``antiberty==0.1.3`` source package on PyPI) converted to pro
 FAVOR, against the Hugging Face ``BertForMaskedLM`` running the same weights.
 
     pip download antiberty==0.1.3 --no-deps --no-binary :all: -d /tmp/antiberty
-    python benchmarks/antiberty.py --package /tmp/antiberty/antiberty-0.1.3.tar.gz [--features 16 64 256 1024] [--seeds 2]
+    python benchmarks/antiberty.py --package /tmp/antiberty/antiberty-0.1.3.tar.gz [--features 16 64 256 1024 4096] [--seeds 2]
 
 Needs ``transformers`` (the ``hf`` extra) for the reference. Each residue of four antibody variable
 domains (below) is masked in turn; reported per model: accuracy (top-1 = the true residue), top-1
@@ -113,7 +113,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--package", required=True, help="antiberty-0.1.3.tar.gz (PyPI sdist), its wheel, or the unpacked folder")
     parser.add_argument("--out", default=str(ROOT / "runs" / "antiberty"))
-    parser.add_argument("--features", type=int, nargs="+", default=[16, 64, 256, 1024])
+    parser.add_argument("--features", type=int, nargs="+", default=[16, 64, 256, 1024, 4096])
     parser.add_argument("--seeds", type=int, default=2, help="projection draws per M")
     args = parser.parse_args()
     from transformers import BertForMaskedLM

@@ -35,6 +35,13 @@ def _train(args: argparse.Namespace) -> int:
     existing = latest_checkpoint(out)
     if existing is not None and not args.resume:
         raise UserError(f"{out} already holds a run (last checkpoint {existing.name}); pass --resume to continue it or choose another --out")
+    if existing is not None and args.init_from:
+        raise UserError(f"--init-from starts a new run, but {out} holds one to --resume: choose another --out")
+    if existing is None and os.environ.get("RANK", "0") == "0":  # rank 0 only: the others may see its first files
+        if out.exists() and not out.is_dir():
+            raise UserError(f"--out {out} is a file: give a directory for the run")
+        if out.is_dir() and any(out.iterdir()) and not (args.resume and (out / TRAIN_CONFIG).is_file()):
+            raise UserError(f"--out {out} holds files but no run to resume: give a new or empty directory")
     try:
         if args.resume and existing is not None:
             # The run's own settings win; only --max-steps may be raised to train further.
@@ -66,10 +73,12 @@ def _train(args: argparse.Namespace) -> int:
                 model_config = model_config.replace(max_len=tc.seq_len)
         tc.micro_batch_size = min(tc.micro_batch_size, tc.batch_size)
         corpus = EncodedCorpus.from_fasta(tc.data, skip_invalid=args.skip_invalid)
+        if len(corpus) == 0:
+            raise UserError(f"{tc.data} holds no sequences: nothing to train on")
         dist = from_env()
         trainer = Trainer(out, model_config, tc, corpus=corpus, init_weights=Path(args.init_from) if args.init_from else None,
                           resume=args.resume, dist=dist, fsdp=args.fsdp)
-    except (FastaError, FileNotFoundError, ValueError, json.JSONDecodeError) as err:
+    except (FastaError, OSError, ValueError) as err:  # OSError: a missing file, an unreadable gzip
         raise UserError(str(err)) from None
     try:
         if dist.is_main:
@@ -106,10 +115,9 @@ def _init_config(args: argparse.Namespace, overrides: dict):
     if not path.is_file():
         raise UserError(f"{path} not found: --init-from takes a model directory (config.json + model.safetensors)")
     try:
-        config = PerformerConfig.load(path)
-    except (ValueError, TypeError) as err:  # JSONDecodeError is a ValueError; TypeError: not a JSON object
-        raise UserError(f"{path} is not a valid model config ({err})") from None
-    return config.replace(**overrides)
+        return PerformerConfig.load(path).replace(**overrides)
+    except ValueError as err:  # names the file
+        raise UserError(str(err)) from None
 
 
 def _convert(args: argparse.Namespace) -> int:
@@ -196,13 +204,22 @@ def _score(args: argparse.Namespace) -> int:
 
     if not (args.mutations or args.mutations_csv or args.pseudo_perplexity):
         raise UserError("nothing to score: give --mutations A23G,L45P, --mutations-csv FILE or --pseudo-perplexity")
+    if args.out:  # before any work: an output path that cannot be written fails now, not after scoring
+        from pathlib import Path
+
+        if Path(args.out).is_dir():
+            raise UserError(f"--out {args.out} is a folder: give the CSV file to write")
+        try:
+            Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UserError(f"--out {args.out} cannot be written ({err})") from None
     plm = _load_model(args.checkpoint)
     rows: list[dict[str, str]] = []
     fields = ["mutant"]
     try:
         plm.tokenize(args.sequence)  # an invalid letter is reported before any mutation
         if args.mutations_csv:
-            rows, mutants = read_mutations_csv(args.mutations_csv)
+            rows, mutants = read_mutations_csv(args.mutations_csv, sequence=args.sequence.strip().upper())
             fields = list(rows[0].keys())
             if "score" in fields:
                 raise ValueError(f"{args.mutations_csv} already has a 'score' column: rename it")
@@ -348,9 +365,9 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("--vocab", help="the source's vocabulary, one token per line (default: its vocab.txt)")
     conv.set_defaults(func=_convert)
 
-    bench = sub.add_parser("bench", help="run a benchmark (see `protein-performer bench attention --help`)", add_help=False)
-    bench.add_argument("what", choices=["attention"])
-    bench.add_argument("rest", nargs=argparse.REMAINDER)
+    bench = sub.add_parser("bench", help="run a benchmark (see `protein-performer bench attention --help`)")
+    bench.add_argument("what", choices=["attention"], help="the benchmark; its own options: `bench attention --help`")
+    bench.add_argument("rest", nargs=argparse.REMAINDER, help="the benchmark's options")
     bench.set_defaults(func=_bench)
 
     from .cli_analysis import add_analysis_parsers

@@ -24,7 +24,7 @@ from Bio.SeqIO.FastaIO import SimpleFastaParser
 
 from .alphabet import RESIDUE_LETTERS
 
-_SKIP_HINT = "or read with skip_invalid=True to skip such records"
+_SKIP_HINT = "or skip such records (`train --skip-invalid`, or skip_invalid=True in Python)"
 
 
 class FastaError(ValueError):
@@ -140,7 +140,7 @@ class FastaReader:
         seen: dict[str, int] = {}  # id -> header line, to point at the first occurrence
         with _open_text(self.path) as handle:
             tracker = _LineTracker(handle, self._preamble)
-            for title, seq in SimpleFastaParser(tracker):
+            for title, seq in self._parse(tracker):
                 header_line, line_ends = tracker.pending.popleft()
                 stats.lines = tracker.lineno
                 error = self._check(title, seq, header_line, line_ends, seen)
@@ -157,6 +157,14 @@ class FastaReader:
                 stats.residues += len(seq)
                 yield FastaRecord(record_id, title, seq.upper(), header_line)
             stats.lines = tracker.lineno
+
+    def _parse(self, tracker: _LineTracker) -> Iterator[tuple[str, str]]:
+        """Biopython's parser over ``tracker``; a truncated or damaged (gzip) file is a FastaError."""
+        try:
+            yield from SimpleFastaParser(tracker)
+        except (EOFError, OSError) as err:  # gzip.BadGzipFile is an OSError
+            raise FastaError(self.path, tracker.lineno + 1, f"the file could not be read further ({err})",
+                             "The file is truncated or damaged: copy, download or compress it again") from None
 
     def _preamble(self, lineno: int, line: str) -> None:
         if not self.skip_invalid:

@@ -31,6 +31,12 @@ from ..data import FastaReader
 from .model import DEFAULT_TOKENS_PER_BATCH, ProteinLanguageModel
 
 
+
+def sequence_hash(sequence: str) -> str:
+    """A short fingerprint of a sequence, stored with its embedding so that a re-run can tell an id
+    whose sequence changed from one already done."""
+    return hashlib.blake2b(sequence.encode(), digest_size=8).hexdigest()
+
 def group_name(record_id: str) -> str:
     """A FASTA id → a valid HDF5 group name; :func:`record_id` inverts it."""
     name = record_id.replace("%", "%25").replace("/", "%2F")
@@ -131,6 +137,11 @@ def write_embeddings(
             name = group_name(record.id)
             if name in h5:
                 if h5[name].attrs.get("complete", False):
+                    stored = h5[name].attrs.get("sequence_hash", None)
+                    if (h5[name].attrs["length"] != len(record.sequence)
+                            or (stored is not None and stored != sequence_hash(record.sequence))):
+                        raise ValueError(f"{out} holds {record.id!r} embedded from a different sequence than {fasta} line "
+                                         f"{record.line} now has: write to a new file")
                     continue
                 del h5[name]  # left incomplete by an interrupted run
             todo.append(record)
@@ -144,6 +155,7 @@ def write_embeddings(
                 group = h5.create_group(group_name(record.id))
                 group.attrs["id"] = record.id
                 group.attrs["length"] = len(record.sequence)
+                group.attrs["sequence_hash"] = sequence_hash(record.sequence)
                 for layer, (mean_name, residue_name) in names.items():
                     group.create_dataset(mean_name, data=by_layer[layer].mean(0).numpy())
                     if residue_name is not None:

@@ -213,6 +213,8 @@ class ProteinLanguageModel(nn.Module):
     def _masked_logits(self, tokens: Tensor, token_indices: Sequence[int], tokens_per_batch: int, precision: str) -> Tensor:
         """Logits ``[P, V]`` for each token index in turn replaced by ``<mask>`` (one copy of the
         sequence per index, batched by the token budget)."""
+        if tokens_per_batch < 1:
+            raise ValueError(f"tokens_per_batch must be positive, got {tokens_per_batch}")
         per_batch = max(1, tokens_per_batch // len(tokens))
         out = [torch.zeros(0, self.config.vocab_size, device=self.device)]
         for start in range(0, len(token_indices), per_batch):

@@ -100,21 +100,24 @@ def parse_mutations(text: str) -> list[Mutant]:
     return [parse_mutant(p) for p in parts]
 
 
-def read_mutations_csv(path: str | os.PathLike, column: str = "mutant") -> tuple[list[dict[str, str]], list[Mutant]]:
-    """Rows of a CSV file and the mutants of its ``column`` (fair-esm's ``mutant`` column by default).
-
-    Errors name the file and line."""
+def read_mutations_csv(path: str | os.PathLike, column: str = "mutant",
+                       sequence: str | None = None) -> tuple[list[dict[str, str]], list[Mutant]]:
+    """Rows of a CSV file and the mutants of its ``column`` (fair-esm's ``mutant`` column by default),
+    each checked against ``sequence`` when given. Errors name the file and line."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: --mutations-csv takes a CSV file with a {column!r} column")
-    with open(path, newline="") as f:
+    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: the byte-order mark spreadsheets write
         reader = csv.DictReader(f)
         if reader.fieldnames is None or column not in reader.fieldnames:
             raise MutationError(f"{path}: no {column!r} column in the header (found {reader.fieldnames or 'nothing'})")
         rows, mutants = [], []
         for row in reader:
             try:
-                mutants.append(parse_mutant(row[column] or ""))
+                mutant = parse_mutant(row[column] or "")
+                if sequence is not None:
+                    mutant.check(sequence)
+                mutants.append(mutant)
             except MutationError as err:
                 raise MutationError(f"{path}, line {reader.line_num}: {err}") from None
             rows.append(row)

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ..data import split_bucket
+from ..data import RESIDUE_LETTERS, split_bucket
 from .model import DEFAULT_TOKENS_PER_BATCH, ProteinLanguageModel
 
 DSSP8 = "HGIEBTSC"
@@ -95,6 +95,10 @@ def read_chains(path: str | os.PathLike) -> list[Chain]:
                 raise ValueError(f"{where}: expected a JSON object with id, sequence, dssp8 and ca_centi_angstrom") from None
             if not (len(chain.sequence) == len(chain.dssp8) == len(chain.ca)) or chain.ca.shape[1:] != (3,):
                 raise ValueError(f"{where}: chain {chain.id!r} needs one dssp8 letter and one [x, y, z] per residue")
+            letters = set(chain.sequence) - set(RESIDUE_LETTERS)
+            if not chain.sequence or letters:
+                problem = "no residues" if not chain.sequence else f"letters {''.join(sorted(letters))!r} outside {RESIDUE_LETTERS}"
+                raise ValueError(f"{where}: chain {chain.id!r} has {problem}")
             bad = set(chain.dssp8) - set(DSSP8)
             if bad:
                 raise ValueError(f"{where}: chain {chain.id!r} has DSSP states {''.join(sorted(bad))!r} outside {DSSP8}")

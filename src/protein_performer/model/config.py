@@ -61,6 +61,7 @@ class PerformerConfig:
             ((self.d_model // self.num_heads) % 2 == 0 or self.positions != "rotary", "rotary positions need an even head dim"),
             (min(self.d_model, self.num_layers, self.num_heads, self.d_ff, self.num_features) > 0, "sizes must be positive"),
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
+            (0 <= self.pad_idx < self.vocab_size and 0 <= self.mask_idx < self.vocab_size, "pad_idx and mask_idx must be < vocab_size"),
         ]
         for ok, message in checks:
             if not ok:
@@ -86,7 +87,17 @@ class PerformerConfig:
 
     @classmethod
     def load(cls, path: str | Path) -> "PerformerConfig":
-        return cls.from_dict(json.loads(Path(path).read_text()))
+        """``path`` as written by :meth:`save`; ``FileNotFoundError`` / ``ValueError`` naming the file."""
+        path = Path(path)
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: give a model config JSON file")
+        try:
+            values = json.loads(path.read_text())
+            if not isinstance(values, dict):
+                raise ValueError(f"it holds {type(values).__name__}, not a JSON object")
+            return cls.from_dict(values)
+        except ValueError as err:  # JSONDecodeError, unknown keys, invalid values
+            raise ValueError(f"{path} is not a valid model config ({err})") from None
 
     def replace(self, **changes) -> "PerformerConfig":
         return dataclasses.replace(self, **changes)

@@ -187,10 +187,7 @@ def load_checkpoint(directory: str | os.PathLike) -> tuple[nn.Module, PerformerC
     for path in (config_path, model_path):
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: point --checkpoint at a directory written by `protein-performer train`")
-    try:
-        config = PerformerConfig.load(config_path)
-    except (ValueError, TypeError) as err:  # JSONDecodeError is a ValueError
-        raise ValueError(f"{config_path} is not a valid model config ({err})") from None
+    config = PerformerConfig.load(config_path)  # ValueError naming the file
     model = PerformerLM(config)
     load_weights(model, directory)
     return model.eval(), config

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from ..data import DEFAULT_CORPUS_PATH, IGNORE_INDEX, EncodedCorpus
+from ..data import DEFAULT_CORPUS_PATH, IGNORE_INDEX, RESIDUE_LETTERS, EncodedCorpus
 from .checkpoint import TRAIN_CONFIG, load_checkpoint
 from .trainer import TrainConfig, amino_acid_frequencies, autocast, make_collator, make_dataset
 
@@ -20,17 +20,30 @@ def read_corpus(path: str | os.PathLike, *, split: str | None = None) -> Encoded
     """FASTA (plain or .gz), or JSON lines with ``id`` and ``sequence`` (e.g. the PDB evaluation set)."""
     path = Path(path)
     if ".jsonl" in path.suffixes:
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: --data takes a FASTA or JSON-lines file")
         opener = gzip.open if path.suffix == ".gz" else open
         ids, sequences = [], []
         with opener(path, "rt") as f:
-            for line_no, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    row = json.loads(line)
-                    ids.append(row["id"]), sequences.append(row["sequence"].upper())
-                except (json.JSONDecodeError, KeyError, AttributeError):
-                    raise ValueError(f"{path}, line {line_no}: expected a JSON object with 'id' and 'sequence'") from None
+            try:
+                lines = list(enumerate(f, start=1))
+            except (OSError, EOFError, UnicodeDecodeError) as err:
+                raise ValueError(f"{path} could not be read ({err}): the file is truncated or damaged") from None
+        for line_no, line in lines:
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                record_id, sequence = row["id"], row["sequence"].strip().upper()
+            except (json.JSONDecodeError, KeyError, AttributeError, TypeError):
+                raise ValueError(f"{path}, line {line_no}: expected a JSON object with 'id' and 'sequence'") from None
+            bad = sorted(set(sequence) - set(RESIDUE_LETTERS))
+            if not sequence or bad:
+                problem = "an empty sequence" if not sequence else f"letters {''.join(bad)!r} outside {RESIDUE_LETTERS}"
+                raise ValueError(f"{path}, line {line_no}: record {record_id!r} has {problem}: fix or remove it")
+            ids.append(str(record_id)), sequences.append(sequence)
+        if not sequences:
+            raise ValueError(f"{path} holds no sequences")
         return EncodedCorpus.from_sequences(sequences, ids)
     return EncodedCorpus.from_fasta(path, split=split)
 
@@ -41,6 +54,8 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = Non
     """Accuracy and perplexity on masked positions (mlm) or next tokens (causal), and the same for
     predicting from the training split's amino-acid frequencies. Default data: the test split of the
     embedded corpus. Masks are fixed by ``seed``: the numbers are deterministic."""
+    if batch_size < 1 or (max_sequences is not None and max_sequences < 1):
+        raise ValueError(f"--batch-size and --max-sequences must be positive, got {batch_size} and {max_sequences}")
     checkpoint = Path(checkpoint)
     model, config = load_checkpoint(checkpoint)
     train_path = checkpoint / TRAIN_CONFIG

@@ -63,6 +63,19 @@ class TrainConfig:
     log_every: int = 10
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        for name in ("seq_len", "batch_size", "micro_batch_size", "max_steps", "save_every", "eval_every", "eval_sequences",
+                     "log_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"invalid training setting: --{name.replace('_', '-')} must be a positive integer, "
+                                 f"got {getattr(self, name)!r}")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"invalid training setting: --warmup-steps must be 0 or more, got {self.warmup_steps!r}")
+        if not self.lr >= 0:
+            raise ValueError(f"invalid training setting: --lr must be 0 or more, got {self.lr!r}")
+        if self.precision not in ("bf16", "fp32"):
+            raise ValueError(f"invalid training setting: --precision must be bf16 or fp32, got {self.precision!r}")
+
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -186,6 +199,9 @@ class Trainer:
     def __init__(self, run_dir: Path, model_config: PerformerConfig, train_config: TrainConfig, *, corpus: EncodedCorpus,
                  device: torch.device | None = None, init_weights: Path | None = None, resume: bool = False,
                  dist: Distributed | None = None, fsdp: bool = False):
+        if model_config.vocab_size < len(DEFAULT_ALPHABET):
+            raise ValueError(f"invalid model config: vocab_size {model_config.vocab_size} is smaller than the alphabet's "
+                             f"{len(DEFAULT_ALPHABET)} tokens")
         self.run_dir, self.config, self.tc = run_dir, model_config, train_config
         self.dist, self.fsdp = dist or Distributed(), fsdp
         self.batch_slice = rank_slice(train_config.batch_size, self.dist.rank, self.dist.world_size)
