@@ -154,3 +154,13 @@ def test_bench_help_is_help(capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["bench", "--help"])
     assert exit_.value.code == 0 and "bench attention --help" in capsys.readouterr().out
+
+
+def test_train_says_what_it_skipped_and_when_there_is_nothing_to_do(tmp_path, capsys, fasta):
+    data = tmp_path / "j.fa"
+    data.write_text(fasta.read_text() + ">bad\nMKJ\n")
+    run = ["train", "--data", str(data), "--out", str(tmp_path / "r"), "--skip-invalid", *TRAIN]
+    assert main(run) == 0
+    assert "skipped 1 malformed records of" in capsys.readouterr().err
+    assert main([*run, "--resume"]) == 0
+    assert "already at step 1 of --max-steps 1: nothing to train" in capsys.readouterr().err

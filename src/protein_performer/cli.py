@@ -75,12 +75,19 @@ def _train(args: argparse.Namespace) -> int:
         corpus = EncodedCorpus.from_fasta(tc.data, skip_invalid=args.skip_invalid)
         if len(corpus) == 0:
             raise UserError(f"{tc.data} holds no sequences: nothing to train on")
+        if corpus.skipped_records:
+            print(f"skipped {corpus.skipped_records:,} malformed records of {tc.data} (--skip-invalid)", file=sys.stderr)
         dist = from_env()
         trainer = Trainer(out, model_config, tc, corpus=corpus, init_weights=Path(args.init_from) if args.init_from else None,
                           resume=args.resume, dist=dist, fsdp=args.fsdp)
     except (FastaError, OSError, ValueError) as err:  # OSError: a missing file, an unreadable gzip
         raise UserError(str(err)) from None
     try:
+        if trainer.resumed and trainer.step >= tc.max_steps:
+            if dist.is_main:
+                print(f"{out} is already at step {trainer.step} of --max-steps {tc.max_steps}: nothing to train "
+                      f"(raise --max-steps to continue)", file=sys.stderr)
+            return 0
         if dist.is_main:
             if trainer.resumed:
                 print(f"resuming {out} at step {trainer.step}", file=sys.stderr)

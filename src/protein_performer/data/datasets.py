@@ -51,6 +51,7 @@ class EncodedCorpus:
         self.ids: list[str] = list(ids)
         self.residues = np.ascontiguousarray(residues, dtype=np.uint8)
         self.offsets = np.asarray(offsets, dtype=np.int64)
+        self.skipped_records = 0  # malformed FASTA records left out (``from_fasta(skip_invalid=True)``)
 
     @classmethod
     def from_fasta(
@@ -71,11 +72,14 @@ class EncodedCorpus:
             raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
         ids: list[str] = []
         chunks: list[np.ndarray] = []
-        for record in FastaReader(path, skip_invalid=skip_invalid):
+        reader = FastaReader(path, skip_invalid=skip_invalid)
+        for record in reader:
             if split is None or split_of(record.id) == split:
                 ids.append(record.id)
                 chunks.append(alphabet.encode_array(record.sequence))
-        return cls._from_chunks(ids, chunks)
+        corpus = cls._from_chunks(ids, chunks)
+        corpus.skipped_records = reader.stats.skipped_records
+        return corpus
 
     @classmethod
     def from_sequences(
