@@ -83,6 +83,9 @@ def test_unreadable_or_empty_fasta(tmp_path, capsys, fasta, model_dir):
     truncated.write_bytes(gzip.compress(fasta.read_bytes())[:30])
     fails(capsys, ["train", "--data", str(truncated), "--out", str(tmp_path / "r"), *TRAIN], "t.fa.gz, line 1: the file could not be read")
     fails(capsys, ["evaluate", "--checkpoint", str(model_dir), "--data", str(truncated)], "truncated or damaged")
+    lines = tmp_path / "t.jsonl.gz"
+    lines.write_bytes(gzip.compress(b'{"id": "a", "sequence": "MKV"}\n' * 50)[:40])
+    fails(capsys, ["evaluate", "--checkpoint", str(model_dir), "--data", str(lines)], "t.jsonl.gz could not be read")
     empty = tmp_path / "e.fa"
     empty.write_text("")
     fails(capsys, ["train", "--data", str(empty), "--out", str(tmp_path / "r"), *TRAIN], "e.fa holds no sequences")

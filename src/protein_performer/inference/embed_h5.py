@@ -31,7 +31,6 @@ from ..data import FastaReader
 from .model import DEFAULT_TOKENS_PER_BATCH, ProteinLanguageModel
 
 
-
 def sequence_hash(sequence: str) -> str:
     """A short fingerprint of a sequence, stored with its embedding so that a re-run can tell an id
     whose sequence changed from one already done."""

@@ -22,19 +22,17 @@ The data is ``pdb_ss_dev.jsonl.gz``'s format: one JSON object per chain with ``i
 
 from __future__ import annotations
 
-import gzip
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ..data import RESIDUE_LETTERS, split_bucket
+from ..data import split_bucket
+from ..data.jsonlines import read_json_lines, residue_problem
 from .model import DEFAULT_TOKENS_PER_BATCH, ProteinLanguageModel
 
 DSSP8 = "HGIEBTSC"
@@ -72,37 +70,23 @@ def probe_split(chain_id: str) -> str:
 
 def read_chains(path: str | os.PathLike) -> list[Chain]:
     """Chains of a JSON-lines file (gzip recognized by its magic bytes); errors name file and line."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: --data takes a .jsonl(.gz) file like data/pdb_ss_dev_slice.jsonl.gz")
-    with open(path, "rb") as probe:
-        gzipped = probe.read(2) == b"\x1f\x8b"
+    expected = "a JSON object with id, sequence, dssp8 and ca_centi_angstrom"
     chains = []
-    with (gzip.open(path, "rt") if gzipped else open(path)) as f:
+    for where, row in read_json_lines(path, expected=expected):
         try:
-            lines = list(enumerate(f, start=1))
-        except (OSError, EOFError, UnicodeDecodeError) as err:
-            raise ValueError(f"{path} could not be read ({err})") from None
-        for line_no, line in lines:
-            if not line.strip():
-                continue
-            where = f"{path}, line {line_no}"
-            try:
-                row = json.loads(line)
-                chain = Chain(str(row["id"]), str(row["sequence"]).upper(), str(row["dssp8"]).upper(),
-                              np.asarray(row["ca_centi_angstrom"], dtype=np.float64) / 100.0)
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError):
-                raise ValueError(f"{where}: expected a JSON object with id, sequence, dssp8 and ca_centi_angstrom") from None
-            if not (len(chain.sequence) == len(chain.dssp8) == len(chain.ca)) or chain.ca.shape[1:] != (3,):
-                raise ValueError(f"{where}: chain {chain.id!r} needs one dssp8 letter and one [x, y, z] per residue")
-            letters = set(chain.sequence) - set(RESIDUE_LETTERS)
-            if not chain.sequence or letters:
-                problem = "no residues" if not chain.sequence else f"letters {''.join(sorted(letters))!r} outside {RESIDUE_LETTERS}"
-                raise ValueError(f"{where}: chain {chain.id!r} has {problem}")
-            bad = set(chain.dssp8) - set(DSSP8)
-            if bad:
-                raise ValueError(f"{where}: chain {chain.id!r} has DSSP states {''.join(sorted(bad))!r} outside {DSSP8}")
-            chains.append(chain)
+            chain = Chain(str(row["id"]), str(row["sequence"]).upper(), str(row["dssp8"]).upper(),
+                          np.asarray(row["ca_centi_angstrom"], dtype=np.float64) / 100.0)
+        except (KeyError, TypeError, ValueError):
+            raise ValueError(f"{where}: expected {expected}") from None
+        problem = residue_problem(chain.sequence)
+        if problem:
+            raise ValueError(f"{where}: chain {chain.id!r} has {problem}")
+        if not (len(chain.sequence) == len(chain.dssp8) == len(chain.ca)) or chain.ca.shape[1:] != (3,):
+            raise ValueError(f"{where}: chain {chain.id!r} needs one dssp8 letter and one [x, y, z] per residue")
+        bad = set(chain.dssp8) - set(DSSP8)
+        if bad:
+            raise ValueError(f"{where}: chain {chain.id!r} has DSSP states {''.join(sorted(bad))!r} outside {DSSP8}")
+        chains.append(chain)
     if not chains:
         raise ValueError(f"{path} holds no chains")
     return chains

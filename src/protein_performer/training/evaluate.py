@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import os
@@ -11,7 +10,8 @@ from pathlib import Path
 import torch
 from torch.nn import functional as F
 
-from ..data import DEFAULT_CORPUS_PATH, IGNORE_INDEX, RESIDUE_LETTERS, EncodedCorpus
+from ..data import DEFAULT_CORPUS_PATH, IGNORE_INDEX, EncodedCorpus
+from ..data.jsonlines import read_json_lines, residue_problem
 from .checkpoint import TRAIN_CONFIG, load_checkpoint
 from .trainer import TrainConfig, amino_acid_frequencies, autocast, make_collator, make_dataset
 
@@ -20,27 +20,16 @@ def read_corpus(path: str | os.PathLike, *, split: str | None = None) -> Encoded
     """FASTA (plain or .gz), or JSON lines with ``id`` and ``sequence`` (e.g. the PDB evaluation set)."""
     path = Path(path)
     if ".jsonl" in path.suffixes:
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: --data takes a FASTA or JSON-lines file")
-        opener = gzip.open if path.suffix == ".gz" else open
+        expected = "a JSON object with 'id' and 'sequence'"
         ids, sequences = [], []
-        with opener(path, "rt") as f:
+        for where, row in read_json_lines(path, expected=expected):
             try:
-                lines = list(enumerate(f, start=1))
-            except (OSError, EOFError, UnicodeDecodeError) as err:
-                raise ValueError(f"{path} could not be read ({err}): the file is truncated or damaged") from None
-        for line_no, line in lines:
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
                 record_id, sequence = row["id"], row["sequence"].strip().upper()
-            except (json.JSONDecodeError, KeyError, AttributeError, TypeError):
-                raise ValueError(f"{path}, line {line_no}: expected a JSON object with 'id' and 'sequence'") from None
-            bad = sorted(set(sequence) - set(RESIDUE_LETTERS))
-            if not sequence or bad:
-                problem = "an empty sequence" if not sequence else f"letters {''.join(bad)!r} outside {RESIDUE_LETTERS}"
-                raise ValueError(f"{path}, line {line_no}: record {record_id!r} has {problem}: fix or remove it")
+            except (KeyError, AttributeError):
+                raise ValueError(f"{where}: expected {expected}") from None
+            problem = residue_problem(sequence)
+            if problem:
+                raise ValueError(f"{where}: record {record_id!r} has {problem}: fix or remove it")
             ids.append(str(record_id)), sequences.append(sequence)
         if not sequences:
             raise ValueError(f"{path} holds no sequences")
