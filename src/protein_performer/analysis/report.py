@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from ..data.jsonlines import read_json_object
 from ..training.plots import plot_training_curves
 
 STYLE = """
@@ -41,17 +41,6 @@ def _table(header: list[str], rows: list[list]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _read_json(path: Path, text: str | None = None) -> dict:
-    """One JSON object from ``path`` (or from ``text``, a line of it); ``ValueError`` naming the file."""
-    try:
-        value = json.loads(path.read_text() if text is None else text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path} holds {type(value).__name__}, not a JSON object")
-    return value
-
-
 def _checked(build: Callable[[Path], str], path: Path, what: str) -> str:
     """``build(path)``, with a file that parses but lacks what the page needs reported as its own."""
     try:
@@ -67,7 +56,7 @@ def read_history(run: Path) -> list[dict]:
     history = []
     for number, line in enumerate(path.read_text().splitlines(), start=1):
         if line.strip():
-            record = _read_json(path, line)
+            record = read_json_object(path, line)
             if not isinstance(record.get("step"), int):
                 raise ValueError(f"{path}, line {number}: no step number: not a metrics log of `protein-performer train`")
             history.append(record)
@@ -79,7 +68,7 @@ def _settings(run: Path) -> str:
     for name, title in (("config.json", "model"), ("train_config.json", "training")):
         path = run / name
         if path.exists():
-            values = _read_json(path)
+            values = read_json_object(path)
             parts.append(f"<h3>{title}</h3>" + _table(["setting", "value"], [[k, v] for k, v in values.items()]))
     return "".join(parts)
 
@@ -93,7 +82,7 @@ def _evaluation(r: dict) -> str:
 
 
 def _approximation_section(path: Path) -> str:
-    folder, result = path.parent, _read_json(path)
+    folder, result = path.parent, read_json_object(path)
     parts = []
     for source, figure in (("random", "approximation.png"), ("checkpoint", "approximation_checkpoint.png")):
         if source not in result:
@@ -115,7 +104,7 @@ def _approximation_section(path: Path) -> str:
 
 
 def _similarity_section(path: Path) -> str:
-    r = _read_json(path)
+    r = read_json_object(path)
     c = r["comparison"]
     text = (f"<p><b>{html.escape(r['label'])}</b> ({html.escape(r['attention'])} attention): Spearman correlation with BLOSUM62 "
             f"{c['spearman']:.4f} (p = {c['p_value']:.3g}) over {c['pairs']} amino-acid pairs; {r['sequences']:,} sequences, "
@@ -125,7 +114,7 @@ def _similarity_section(path: Path) -> str:
 
 
 def _attention_section(path: Path) -> str:
-    r = _read_json(path)
+    r = read_json_object(path)
     rows = [[f"layer {i}, head {j}", f"{s['local']:.3f}", f"{s['top_column']:.3f}", f"{s['mean_distance']:.1f}"]
             for i, heads in enumerate(r["heads"], start=1) for j, s in enumerate(heads, start=1)]
     figure = path.with_suffix(".png")

@@ -15,6 +15,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..data.jsonlines import read_json_object
 from ..training.checkpoint import write_weights
 from .bert import convert_bert
 from .common import (
@@ -22,7 +23,6 @@ from .common import (
     Converted,
     build_model,
     detect_format,
-    read_json,
     read_tensors,
     read_vocabulary,
     same_path,
@@ -46,7 +46,7 @@ def read_source(source: Path, vocab: Path | None = None) -> tuple[str, Converted
         if vocab is not None:
             raise ConversionError("--vocab applies to Hugging Face sources; a protein-performer checkpoint has our alphabet")
         return kind, read_own(source)
-    hf = read_json(source / "config.json")
+    hf = read_json_object(source / "config.json")
     vocabulary = read_vocabulary(source, vocab, ESM2_VOCABULARY if kind == "esm" else None)
     convert = convert_esm if kind == "esm" else convert_bert
     try:

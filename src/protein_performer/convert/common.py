@@ -8,7 +8,6 @@ refuses pickled code.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +16,7 @@ import torch
 from torch import Tensor
 
 from ..data import DEFAULT_ALPHABET, RESIDUE_LETTERS
+from ..data.jsonlines import read_json_object
 from ..model import PerformerConfig, PerformerLM
 from ..training.checkpoint import read_safetensors
 
@@ -46,16 +46,6 @@ class Converted:
     notes: list[str] = field(default_factory=list)
 
 
-def read_json(path: Path) -> dict:
-    try:
-        value = json.loads(path.read_text())
-    except json.JSONDecodeError as err:
-        raise ConversionError(f"{path} is not valid JSON ({err})") from None
-    if not isinstance(value, dict):
-        raise ConversionError(f"{path} holds {type(value).__name__}, not a JSON object")
-    return value
-
-
 def detect_format(directory: Path) -> str:
     """``"protein-performer"`` (a run or converted model of this project), ``"esm"`` or ``"bert"``
     (Hugging Face ``save_pretrained`` directories), from ``config.json``."""
@@ -64,7 +54,7 @@ def detect_format(directory: Path) -> str:
     path = directory / CONFIG_FILE
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: give a protein-performer run or a Hugging Face save_pretrained directory")
-    config = read_json(path)
+    config = read_json_object(path)
     if "model_type" in config:
         if config["model_type"] in ("esm", "bert"):
             return config["model_type"]
@@ -95,7 +85,7 @@ def read_tensors(directory: Path) -> dict[str, Tensor]:
             continue
         if not name.endswith(".index.json"):
             return _load_weights(path)
-        shards = sorted(set(read_json(path).get("weight_map", {}).values()))
+        shards = sorted(set(read_json_object(path).get("weight_map", {}).values()))
         if not shards:
             raise ConversionError(f"{path} has no weight_map")
         tensors: dict[str, Tensor] = {}

@@ -1,5 +1,5 @@
-"""JSON-lines input (one object per line; plain or gzip, recognized by its magic bytes), with errors
-that name the file and the line, and the residue check FASTA input gets too."""
+"""JSON input: one object in a file, or JSON lines (one object per line; plain or gzip, recognized by its
+magic bytes), with errors that name the file (and line), and the residue check FASTA input gets too."""
 
 from __future__ import annotations
 
@@ -9,6 +9,17 @@ import os
 from pathlib import Path
 
 from .alphabet import RESIDUE_LETTERS
+
+
+def read_json_object(path: Path, text: str | None = None) -> dict:
+    """The JSON object in ``path`` (or in ``text``, one line of it); ``ValueError`` naming the file."""
+    try:
+        value = json.loads(path.read_text() if text is None else text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} holds {type(value).__name__}, not a JSON object")
+    return value
 
 
 def read_json_lines(path: str | os.PathLike, *, expected: str) -> list[tuple[str, dict]]:
