@@ -6,13 +6,11 @@ from analysis_threads import one_thread  # noqa: F401  (autouse: one intra-op th
 from protein_performer.analysis.approximation import (
     checkpoint_pairs,
     error_by_value,
-    exact_matrix,
-    favor_matrix,
     mse_table,
     random_inputs,
 )
 from protein_performer.attention import draw_projection
-from protein_performer.attention.naive import favor_attention_matrix, softmax_attention_matrix
+from protein_performer.attention.ops.naive import favor_attention_matrix, softmax_attention_matrix
 from protein_performer.model import PerformerLM, preset
 
 PAIRS = random_inputs(6, 128, 16, seed=0)
@@ -23,9 +21,11 @@ def test_inputs_are_normalized_and_matrices_match_the_naive_references():
     assert q.dtype == torch.float64 and q.shape == (128, 16)
     assert (q * 16**-0.25).pow(2).sum(-1).mean() == pytest.approx(1.0, abs=0.1)  # E‖q̃‖² = 1
     w = draw_projection(32, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
-    torch.testing.assert_close(exact_matrix(q, k), softmax_attention_matrix(q[None, None], k[None, None])[0, 0])
+    # the analysis calls the naive references on one pair [L, d]: the same matrices as for [B, H, L, d]
+    torch.testing.assert_close(softmax_attention_matrix(q, k), softmax_attention_matrix(q[None, None], k[None, None])[0, 0])
     for kernel in ("softmax", "softmax_trig", "softmax_hyperbolic"):
-        torch.testing.assert_close(favor_matrix(q, k, w, kernel), favor_attention_matrix(q[None, None], k[None, None], w, kernel=kernel)[0, 0])
+        torch.testing.assert_close(favor_attention_matrix(q, k, w, kernel=kernel),
+                                   favor_attention_matrix(q[None, None], k[None, None], w, kernel=kernel)[0, 0])
 
 
 def test_mse_falls_with_m_and_orthogonal_beats_iid_at_small_m():
@@ -55,4 +55,4 @@ def test_checkpoint_pairs_are_the_layers_queries_and_keys():
     assert len(pairs) == 2 * 2 * 2 and pairs[0][0].shape == (40, 16) and pairs[-1][1].shape == (30, 16)
     maps = model.attention_maps(tokens[0][None])[0]  # [layers, H, L, L], exact under the model's own features
     w = model.blocks[1].attn.projection[1].double()
-    torch.testing.assert_close(favor_matrix(*pairs[3], w, "softmax").float(), maps[1, 1], rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(favor_attention_matrix(*pairs[3], w, kernel="softmax").float(), maps[1, 1], rtol=1e-4, atol=1e-6)

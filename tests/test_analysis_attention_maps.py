@@ -1,18 +1,13 @@
 import pytest
 import torch
 from analysis_threads import one_thread  # noqa: F401  (autouse: one intra-op thread)
-from conftest import qkv
 
 from protein_performer.analysis.attention_maps import (
     BPT1_BOVIN,
     attention_windows,
-    favor_window,
     head_statistics,
     sequence_attention_maps,
 )
-from protein_performer.attention import favor_attention
-from protein_performer.attention.features import key_features, query_features
-from protein_performer.attention.naive import favor_attention_matrix
 from protein_performer.inference import ProteinLanguageModel
 from protein_performer.model import PerformerLM, preset
 
@@ -32,25 +27,8 @@ def _tokens(lengths, seed=1):
     return tokens
 
 
-@pytest.mark.parametrize("kernel", ["softmax", "softmax_trig", "softmax_hyperbolic", "relu"])
-@pytest.mark.parametrize("causal", [False, True])
-def test_favor_window_equals_the_explicit_matrix_of_the_same_features(kernel, causal):
-    q, k, v = qkv(b=2, h=3, length=40, d=8, norm=2.0)
-    w = torch.randn(3, 24, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
-    pad = torch.zeros(2, 40, dtype=torch.bool)
-    pad[1, 31:] = True
-    full = favor_attention_matrix(q, k, w, kernel=kernel, causal=causal, key_padding_mask=pad)  # unstabilized, L×L
-    qf, kf = query_features(q, w, kernel), key_features(k, w, kernel, pad)
-    window = favor_window(qf, kf, 5, 17, causal=causal)
-    torch.testing.assert_close(window, full[..., 5:22, 5:22], rtol=1e-9, atol=1e-12)
-    # the whole window applied to v is exactly the model's attention output
-    whole = favor_window(qf, kf, 0, 40, causal=causal)
-    out = favor_attention(q, k, v, w, kernel=kernel, causal=causal, key_padding_mask=pad)
-    torch.testing.assert_close((whole @ v)[0], out[0], rtol=1e-9, atol=1e-9)
-    torch.testing.assert_close((whole @ v)[1, :, :31], out[1, :, :31], rtol=1e-9, atol=1e-9)
-
-
-@pytest.mark.parametrize("attention,objective", [("favor", "mlm"), ("favor", "causal"), ("softmax", "mlm"), ("softmax", "causal")])
+@pytest.mark.parametrize("attention,objective",
+                         [("favor", "mlm"), ("favor", "causal"), ("softmax", "mlm"), ("softmax", "causal")])
 def test_model_windows_equal_the_full_attention_maps_with_padding(attention, objective):
     model = _model(attention, objective=objective)
     tokens = _tokens([30, 22])

@@ -8,7 +8,7 @@ from analysis_threads import one_thread  # noqa: F401  (autouse: one intra-op th
 from protein_performer.analysis.attention_maps import BPT1_BOVIN
 from protein_performer.cli import main
 from protein_performer.model import PerformerLM, preset
-from protein_performer.training.checkpoint import save_weights
+from protein_performer.rundir import save_model as save_weights
 
 
 @pytest.fixture(scope="module")
@@ -81,7 +81,7 @@ def test_similarity_writes_png_and_json(tmp_path, run_dir, fasta, capsys):
 
 
 def test_report_is_self_contained_and_holds_every_figure(tmp_path, run_dir, fasta, capsys, monkeypatch):
-    import protein_performer.training.evaluate as evaluate_module
+    import protein_performer.training.evaluation as evaluate_module
 
     analysis = tmp_path / "analysis"
     main(["analyze", "approximation", "--out", str(analysis), "--samples", "1", "--length", "32", "--features", "16", "--quiet"])

@@ -18,11 +18,13 @@ from protein_performer.model import PerformerLM, preset
 
 def _model(attention, objective="mlm"):
     torch.manual_seed(0)
-    config = preset("tiny", d_model=32, num_heads=2, d_ff=64, num_features=16, attention=attention, objective=objective, dropout=0.0)
+    config = preset("tiny", d_model=32, num_heads=2, d_ff=64, num_features=16, attention=attention, objective=objective,
+                    dropout=0.0)
     return PerformerLM(config).eval().double()
 
 
-@pytest.mark.parametrize("attention,objective", [("favor", "mlm"), ("favor", "causal"), ("softmax", "mlm"), ("softmax", "causal")])
+@pytest.mark.parametrize("attention,objective",
+                         [("favor", "mlm"), ("favor", "causal"), ("softmax", "mlm"), ("softmax", "causal")])
 def test_received_attention_equals_column_sums_of_the_explicit_matrix(attention, objective):
     model = _model(attention, objective)
     g = torch.Generator().manual_seed(2)

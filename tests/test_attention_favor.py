@@ -7,8 +7,8 @@ import torch
 from conftest import qkv
 
 from protein_performer.attention import KERNELS, draw_projection, favor_attention, random_features, softmax_attention
-from protein_performer.attention.linear import causal_product
-from protein_performer.attention.naive import favor_attention_naive, softmax_attention_naive
+from protein_performer.attention.ops.linear import causal_product
+from protein_performer.attention.ops.naive import favor_attention_naive, softmax_attention_naive
 
 
 def projection(m=32, d=8, seed=1, heads=None):
@@ -65,7 +65,10 @@ def test_padding_is_exact(kernel, causal):
     ref = favor_attention(q, k, v, w, kernel=kernel, causal=causal, chunk_size=8)
     # Append 13 padded positions with wild content: huge keys would dominate any stabilizer or normalizer.
     g = torch.Generator().manual_seed(5)
-    junk = lambda: 50 * torch.randn(2, 3, 13, 8, generator=g, dtype=torch.float64)  # noqa: E731
+
+    def junk():
+        return 50 * torch.randn(2, 3, 13, 8, generator=g, dtype=torch.float64)
+
     qp, kp, vp = (torch.cat([t, junk()], dim=2) for t in (q, k, v))
     mask = torch.zeros(2, 33, dtype=torch.bool)
     mask[:, 20:] = True
@@ -150,7 +153,10 @@ def test_gradcheck(kernel, causal):
     mask[0, 7:] = True
     w = projection(6, 4)
     inputs = tuple(t.clone().requires_grad_() for t in (q, k, v))
-    fn = lambda q, k, v: favor_attention(q, k, v, w, kernel=kernel, causal=causal, key_padding_mask=mask, chunk_size=4)  # noqa: E731
+
+    def fn(q, k, v):
+        return favor_attention(q, k, v, w, kernel=kernel, causal=causal, key_padding_mask=mask, chunk_size=4)
+
     assert torch.autograd.gradcheck(fn, inputs)
 
 

@@ -52,7 +52,8 @@ def test_orthogonal_blocks_are_haar():
     # LAPACK's Householder QR without the sign fix gives Q[0, 0] < 0 always; Haar Q has every entry
     # symmetric around 0 and E[Q_ij²] = 1/d.
     d, draws = 5, 4000
-    qs = torch.stack([draw_projection(d, d, norm="sqrt_d", generator=gen(s), dtype=torch.float64) / math.sqrt(d) for s in range(draws)])
+    qs = torch.stack([draw_projection(d, d, norm="sqrt_d", generator=gen(s), dtype=torch.float64) / math.sqrt(d)
+                      for s in range(draws)])
     mean = qs.mean(0)
     assert mean.abs().max() < 4 * math.sqrt(1 / d / draws)
     assert (qs[:, 0, 0] > 0).double().mean().item() == pytest.approx(0.5, abs=0.04)

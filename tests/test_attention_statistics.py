@@ -1,5 +1,6 @@
 """Statistical properties of the estimators, with fixed seeds and enough samples to be decisive."""
 
+import itertools
 import math
 
 import pytest
@@ -59,7 +60,7 @@ def attention_mse(m, *, orthogonal=True, seeds=range(12), kernel="softmax", caus
 @pytest.mark.parametrize("causal", [False, True])
 def test_error_falls_as_features_grow(causal):
     errors = [attention_mse(m, causal=causal) for m in (8, 32, 128, 512)]
-    assert all(a > 2 * b for a, b in zip(errors, errors[1:])), errors
+    assert all(a > 2 * b for a, b in itertools.pairwise(errors)), errors
 
 
 def test_average_over_draws_matches_exact_attention():

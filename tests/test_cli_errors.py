@@ -11,7 +11,7 @@ import torch
 from protein_performer.cli import main
 from protein_performer.model import PerformerConfig, PerformerLM
 from protein_performer.training import TrainConfig
-from protein_performer.training.checkpoint import save_weights
+from protein_performer.rundir import save_model as save_weights
 
 SEQUENCE = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"
 TRAIN = ["--max-steps", "1", "--seq-len", "32", "--batch-size", "2", "--micro-batch-size", "2", "--eval-every", "1",
@@ -153,10 +153,11 @@ def test_errors_in_input_files_name_file_and_line(tmp_path, capsys, model_dir):
     fails(capsys, ["probe", "--checkpoint", str(model_dir), "--data", str(chains)], "p.jsonl, line 1: chain '1ABC_A' has letters 'J'")
 
 
-def test_bench_help_is_help(capsys):
-    with pytest.raises(SystemExit) as exit_:
-        main(["bench", "--help"])
-    assert exit_.value.code == 0 and "bench attention --help" in capsys.readouterr().out
+def test_library_settings_are_shown_as_the_commands_options():
+    from protein_performer.cli import as_options, build_parser
+
+    train = build_parser()._subparsers._group_actions[0].choices["train"]
+    assert as_options("`max_steps` must be positive; `init_from`, `unknown`", train) == "--max-steps must be positive; --init-from, unknown"
 
 
 def test_train_says_what_it_skipped_and_when_there_is_nothing_to_do(tmp_path, capsys, fasta):

@@ -20,7 +20,7 @@ from protein_performer.convert.esm import ESM2_VOCABULARY
 from protein_performer.data import DEFAULT_CORPUS_PATH, STANDARD_AMINO_ACIDS, read_fasta
 from protein_performer.inference import ProteinLanguageModel
 from protein_performer.model import PerformerConfig, PerformerLM
-from protein_performer.training.checkpoint import load_weights, write_weights
+from protein_performer.rundir import RunDir
 
 SEQUENCE = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"
 # AntiBERTy's vocabulary: BERT specials and the 20 standard amino acids (no B, O, U, X, Z).
@@ -154,7 +154,7 @@ def own_run(directory: Path, **overrides) -> PerformerLM:
     defaults = dict(d_model=32, num_layers=2, num_heads=4, d_ff=64, attention="softmax", dropout=0.0)
     config = PerformerConfig(**{**defaults, **overrides})
     model = PerformerLM(config).eval()
-    write_weights(model.state_dict(), config, directory)
+    RunDir(directory).write_model(model.state_dict(), config)
     (directory / "train_config.json").write_text(json.dumps({"seq_len": 64}))
     (directory / "frequencies.json").write_text(json.dumps({"frequencies": [1 / 30] * 30}))
     return model
@@ -182,7 +182,7 @@ def test_own_exact_checkpoint_round_trip_and_favor_settings(tmp_path):
 def test_load_weights_names_a_shape_mismatch(tmp_path):
     own_run(tmp_path / "run")
     with pytest.raises(ValueError, match=r"blocks\.0\.ff\.fc1\.bias is \(64,\), the model's \(128,\) \(and 5 more\)"):
-        load_weights(PerformerLM(PerformerConfig(d_model=32, num_layers=2, num_heads=4, d_ff=128)), tmp_path / "run")
+        RunDir(tmp_path / "run").load_weights(PerformerLM(PerformerConfig(d_model=32, num_layers=2, num_heads=4, d_ff=128)))
 
 
 def run_cli(capsys, *args: str) -> tuple[int, str]:

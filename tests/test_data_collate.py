@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from protein_performer.data import DEFAULT_ALPHABET as A
-from protein_performer.data import IGNORE_INDEX, CausalLMCollator, MaskedLMCollator, pad_batch
+from protein_performer.data import IGNORE_INDEX, CausalLMCollator, MaskedLMCollator
 
 SPECIALS = torch.tensor(A.special_idx)
 
@@ -30,7 +30,7 @@ def masked_stats():
     for b in range(0, len(samples), 50):
         chunk = samples[b : b + 50]
         out = collator(chunk, torch.Generator().manual_seed(b))
-        original, _ = pad_batch(chunk, A.pad_idx)
+        original, _ = A.pad(chunk)
         batches.append((original, out))
     return batches
 

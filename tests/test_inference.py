@@ -21,7 +21,7 @@ from protein_performer.inference import (
     read_mutations_csv,
 )
 from protein_performer.model import PerformerConfig, PerformerLM
-from protein_performer.training.checkpoint import save_weights
+from protein_performer.rundir import save_model as save_weights
 
 SEQ = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"
 STD = list(DEFAULT_ALPHABET.standard_idx)

@@ -15,7 +15,7 @@ from protein_performer.cli import main
 from protein_performer.data import DEFAULT_ALPHABET, FastaError
 from protein_performer.inference import group_name, read_embeddings, record_id, write_embeddings
 from protein_performer.model import PerformerConfig, PerformerLM
-from protein_performer.training.checkpoint import save_weights
+from protein_performer.rundir import save_model as save_weights
 
 RECORDS = {
     "sp|P12345|A/B": "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ",

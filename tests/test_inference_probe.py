@@ -17,7 +17,7 @@ from protein_performer.data import DATA_DIR
 from protein_performer.inference import probe_split, read_chains, run_probes
 from protein_performer.inference.probe import apc
 from protein_performer.model import PerformerConfig, PerformerLM
-from protein_performer.training.checkpoint import save_weights
+from protein_performer.rundir import save_model as save_weights
 
 SLICE = DATA_DIR / "pdb_ss_dev_slice.jsonl.gz"
 Q3 = {"H": "H", "G": "H", "I": "H", "E": "E", "B": "E", "T": "C", "S": "C", "C": "C"}

@@ -6,7 +6,8 @@ from protein_performer.model.rotary import Rotary
 
 
 def small(**kw) -> PerformerConfig:
-    return PerformerConfig(**{**dict(d_model=32, num_layers=2, num_heads=4, d_ff=64, num_features=32, dropout=0.0), **kw})
+    defaults = {"d_model": 32, "num_layers": 2, "num_heads": 4, "d_ff": 64, "num_features": 32, "dropout": 0.0}
+    return PerformerConfig(**{**defaults, **kw})
 
 
 def tokens(b=2, length=20, seed=0):
@@ -22,8 +23,8 @@ def test_config_round_trips_through_json(tmp_path):
     assert set(PRESETS) == {"tiny", "small", "paper"}
 
 
-@pytest.mark.parametrize("bad", [dict(attention="linear"), dict(kernel="cos"), dict(num_heads=5), dict(dropout=1.5),
-                                 dict(d_model="32"), dict(orthogonal=1), dict(num_layers=2.0)])
+@pytest.mark.parametrize("bad", [{"attention": "linear"}, {"kernel": "cos"}, {"num_heads": 5}, {"dropout": 1.5},
+                                 {"d_model": "32"}, {"orthogonal": 1}, {"num_layers": 2.0}])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError, match="invalid model config"):
         small(**bad)
@@ -128,7 +129,8 @@ def test_queries_keys_are_what_each_layer_attends_with(norm_position, token_drop
     """The analyses read q, k through ``queries_keys``: softmax(q kᵀ/√d) over real keys must be the
     matrix every layer applies, for BERT-style post-norm and ESM-style token dropout as well."""
     torch.manual_seed(0)
-    config = small(attention="softmax", norm_position=norm_position, token_dropout=token_dropout, embed_norm=norm_position == "post")
+    config = small(attention="softmax", norm_position=norm_position, token_dropout=token_dropout,
+                   embed_norm=norm_position == "post")
     model = PerformerLM(config).eval()
     t = tokens(2, 18)
     t[0, 14:] = config.pad_idx

@@ -13,7 +13,7 @@ import torch
 from safetensors.torch import load_file
 
 from protein_performer.data import DEFAULT_CORPUS_PATH, read_fasta
-from protein_performer.training.checkpoint import latest_checkpoint, load_checkpoint
+from protein_performer.rundir import RunDir, load_model
 
 TINY = ["--preset", "tiny", "--seq-len", "64", "--batch-size", "4", "--micro-batch-size", "2",
         "--redraw-interval", "2", "--num-features", "16", "--eval-every", "3", "--quiet"]
@@ -37,6 +37,11 @@ def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:
     return result
 
 
+def _latest(run: Path) -> Path | None:
+    checkpoint = RunDir(run).latest_checkpoint()
+    return None if checkpoint is None else checkpoint.path
+
+
 def weights(run: Path) -> dict[str, torch.Tensor]:
     return load_file(str(run / "model.safetensors"))
 
@@ -53,12 +58,12 @@ def test_resume_ends_with_the_uninterrupted_weights(fasta, tmp_path, objective):
     common = [*TINY, "--data", str(fasta), "--objective", objective, "--save-every", "3"]
     cli("train", *common, "--out", str(tmp_path / "full"), "--max-steps", "7")
     cli("train", *common, "--out", str(tmp_path / "split"), "--max-steps", "3")
-    assert latest_checkpoint(tmp_path / "split").name == "step-0000003"
-    at_step_3 = load_checkpoint(tmp_path / "split")[0].favor_layers()[0].projection
+    assert _latest(tmp_path / "split").name == "step-0000003"
+    at_step_3 = load_model(tmp_path / "split").favor_layers()[0].projection
     cli("train", *common, "--out", str(tmp_path / "split"), "--max-steps", "7", "--resume")
     assert_same_weights(tmp_path / "full", tmp_path / "split")
     # Projections were redrawn (every 2 steps) and are part of the weights.
-    assert not torch.equal(load_checkpoint(tmp_path / "full")[0].favor_layers()[0].projection, at_step_3)
+    assert not torch.equal(load_model(tmp_path / "full").favor_layers()[0].projection, at_step_3)
     metrics = [json.loads(x) for x in (tmp_path / "split" / "metrics.jsonl").read_text().splitlines()]
     steps = [m["step"] for m in metrics]
     assert steps == sorted(set(steps)) and steps[-1] == 7
@@ -72,12 +77,12 @@ def test_kill_9_then_resume_matches(fasta, tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "protein_performer", "train", *common, "--out", str(run)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 300
-    while latest_checkpoint(run) is None or latest_checkpoint(run).name < "step-0000004":
+    while _latest(run) is None or _latest(run).name < "step-0000004":
         assert proc.poll() is None and time.time() < deadline
         time.sleep(0.05)
     os.kill(proc.pid, signal.SIGKILL)  # most likely in the middle of a step or a checkpoint write
     proc.wait()
-    assert latest_checkpoint(run).name < "step-0000012"
+    assert _latest(run).name < "step-0000012"
     cli("train", *common, "--out", str(run), "--resume")
     assert_same_weights(tmp_path / "full", run)
 

@@ -3,7 +3,8 @@ Fig. 3 and §B): mean squared error against the number of random features M, per
 orthogonal and iid projections, and the error as a function of the true attention value.
 
 Everything is computed in float64 with the paper's unstabilized features (``random_features``), both
-matrices written out: ``A = softmax(q kᵀ/√d)`` and ``Â_ij = φ(q_i)ᵀφ(k_j) / Σ_j' φ(q_i)ᵀφ(k_j')``.
+matrices written out by the naive references: ``A = softmax(q kᵀ/√d)`` (``softmax_attention_matrix``)
+and ``Â_ij = φ(q_i)ᵀφ(k_j) / Σ_j' φ(q_i)ᵀφ(k_j')`` (``favor_attention_matrix``).
 Shapes: one sample is q, k ``[L, d]``; matrices are ``[L, L]``.
 """
 
@@ -16,7 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ..attention import draw_projection, random_features
+from ..attention import draw_projection
+from ..attention.ops.naive import favor_attention_matrix, softmax_attention_matrix
 
 SOFTMAX_KERNELS = ("softmax", "softmax_trig", "softmax_hyperbolic")
 FEATURE_COUNTS = (16, 32, 64, 128, 256)
@@ -32,19 +34,9 @@ def random_inputs(samples: int, length: int, dim: int, *, seed: int = 0) -> list
              std * torch.randn(length, dim, generator=g, dtype=torch.float64)) for _ in range(samples)]
 
 
-def exact_matrix(q: Tensor, k: Tensor) -> Tensor:
-    """``softmax(q kᵀ/√d)`` ``[L, L]``."""
-    return torch.softmax(q @ k.T / math.sqrt(q.shape[-1]), dim=-1)
-
-
-def favor_matrix(q: Tensor, k: Tensor, projection: Tensor, kernel: str) -> Tensor:
-    """The row-normalized matrix ``[L, L]`` FAVOR applies, from the paper's features of q and k."""
-    scores = random_features(q, projection, kernel) @ random_features(k, projection, kernel).T
-    return scores / scores.sum(-1, keepdim=True)
-
-
 def _projection(num_features: int, dim: int, orthogonal: bool, seed: int) -> Tensor:
-    return draw_projection(num_features, dim, orthogonal=orthogonal, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+    generator = torch.Generator().manual_seed(seed)
+    return draw_projection(num_features, dim, orthogonal=orthogonal, generator=generator, dtype=torch.float64)
 
 
 def _summary(values: Sequence[float]) -> dict:
@@ -60,12 +52,12 @@ def mse_table(pairs: Sequence[tuple[Tensor, Tensor]], *, kernels: Sequence[str] 
     gets its own draw, shared by the kernels (common random numbers make the kernels comparable)."""
     errors = {kernel: {name: {m: [] for m in feature_counts} for name in PROJECTIONS} for kernel in kernels}
     for index, (q, k) in enumerate(progress(pairs)):
-        exact = exact_matrix(q, k)
+        exact = softmax_attention_matrix(q, k)
         for name, orthogonal in PROJECTIONS.items():
             for m in feature_counts:
                 w = _projection(m, q.shape[-1], orthogonal, seed=seed * 1_000_003 + index * 1009 + m * 2 + int(orthogonal))
                 for kernel in kernels:
-                    errors[kernel][name][m].append(float((favor_matrix(q, k, w, kernel) - exact).pow(2).mean()))
+                    errors[kernel][name][m].append(float((favor_attention_matrix(q, k, w, kernel=kernel) - exact).pow(2).mean()))
     return {kernel: {name: {str(m): _summary(v) for m, v in by_m.items()} for name, by_m in by_name.items()}
             for kernel, by_name in errors.items()}
 
@@ -75,7 +67,7 @@ def error_by_value(pairs: Sequence[tuple[Tensor, Tensor]], *, kernels: Sequence[
     """Squared and relative error binned by the true attention value ``A_ij`` (log-spaced bins over
     the range of A in all pairs): ``{"edges": [...], "count": [...], kernel: {"mse": [...],
     "relative_rmse": [...]}}`` with relative_rmse = √mean(((Â − A)/A)²). Empty bins are None."""
-    exact = [exact_matrix(q, k) for q, k in pairs]
+    exact = [softmax_attention_matrix(q, k) for q, k in pairs]
     low = min(float(a.min()) for a in exact)
     high = max(float(a.max()) for a in exact)
     edges = np.logspace(math.log10(low), math.log10(high), bins + 1)
@@ -89,7 +81,7 @@ def error_by_value(pairs: Sequence[tuple[Tensor, Tensor]], *, kernels: Sequence[
         rel = np.zeros(bins)
         for p, ((q, k), a, idx) in enumerate(zip(pairs, exact, index)):
             w = _projection(num_features, q.shape[-1], orthogonal, seed=seed * 1_000_003 + p)
-            diff = (favor_matrix(q, k, w, kernel) - a).numpy().ravel()
+            diff = (favor_attention_matrix(q, k, w, kernel=kernel) - a).numpy().ravel()
             sq += np.bincount(idx, weights=diff**2, minlength=bins)
             rel += np.bincount(idx, weights=(diff / a.numpy().ravel()) ** 2, minlength=bins)
         result[kernel] = {

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from ..rundir import atomic_write
 from ..data import DEFAULT_ALPHABET, DEFAULT_CORPUS_PATH, EncodedCorpus, FastaReader
 from . import approximation as approx
 from .attention_maps import BPT1_BOVIN, head_statistics, sequence_attention_maps
@@ -22,7 +23,7 @@ from .similarity import attention_similarity
 
 def _write_json(path: Path, result: dict) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    atomic_write(path, json.dumps(result, indent=1) + "\n")
 
 
 def output_folder(out: str | os.PathLike) -> Path:
@@ -31,14 +32,14 @@ def output_folder(out: str | os.PathLike) -> Path:
     try:
         out.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        raise NotADirectoryError(f"{out} is a file: --out takes a folder") from None
+        raise NotADirectoryError(f"{out} is a file: `out` takes a folder") from None
     return out
 
 
 def file_stem(name: str, option: str) -> str:
     """A name used in output file names; one with a path separator would write elsewhere."""
     if not name or any(sep in name for sep in ("/", "\\", os.sep)) or name in (".", ".."):
-        raise ValueError(f"{option} {name!r} cannot be part of a file name: give a name without path separators")
+        raise ValueError(f"`{option}` {name!r} cannot be part of a file name: give a name without path separators")
     return name
 
 
@@ -76,7 +77,7 @@ def random_approximation(*, samples: int = 15, length: int = 4096, dim: int = 16
                          progress: bool = True) -> dict:
     """MSE table (all ``samples``) and error by true value (the first 3 samples) on random inputs."""
     if min(samples, length, dim, *feature_counts) < 1:
-        raise ValueError("--samples, --length, --dim and --features must be positive")
+        raise ValueError("`samples`, `length`, `dim` and `features` must be positive")
     started = time.perf_counter()
     pairs = approx.random_inputs(samples, length, dim, seed=seed)
     return {
@@ -98,7 +99,7 @@ def checkpoint_approximation(checkpoint: str | os.PathLike, *, fasta: str | os.P
     from ..inference import load
 
     if min(sequences, max_length, *feature_counts) < 1:
-        raise ValueError("--samples, --max-length and --features must be positive")
+        raise ValueError("`samples`, `max_length` and `features` must be positive")
     started = time.perf_counter()
     plm = load(checkpoint)
     tokens = [plm.tokenize(s[:max_length]) for _, s in read_sequences(fasta, count=sequences)]
@@ -153,8 +154,8 @@ def run_attention_maps(out: str | os.PathLike, checkpoint: str | os.PathLike, *,
     from ..inference import load
 
     if window < 1:
-        raise ValueError(f"--window must be positive, got {window}")
-    stem = f"attention_maps_{file_stem(name, '--name')}"
+        raise ValueError(f"`window` must be positive, got {window}")
+    stem = f"attention_maps_{file_stem(name, 'name')}"
     out = output_folder(out)
     plm = load(checkpoint)
     sequence = sequence.strip().upper()
@@ -179,9 +180,9 @@ def run_similarity(out: str | os.PathLike, checkpoint: str | os.PathLike, *, fas
     from ..inference import load
 
     if sequences < 1 or max_length < 1:
-        raise ValueError("--sequences and --max-length must be positive")
+        raise ValueError("`sequences` and `max_length` must be positive")
     out = output_folder(out)
-    label = file_stem(label or Path(checkpoint).resolve().name, "--label")
+    label = file_stem(label or Path(checkpoint).resolve().name, "label")
     plm = load(checkpoint)
     records = read_sequences(fasta, count=sequences)
     started = time.perf_counter()

@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ..data.jsonlines import read_json_object
+from ..rundir import CONFIG, TRAIN_CONFIG, RunDir, atomic_write, output_file, read_json_object
 from ..training.plots import plot_training_curves
 
 STYLE = """
@@ -49,23 +49,9 @@ def _checked(build: Callable[[Path], str], path: Path, what: str) -> str:
         raise ValueError(f"{path} is not {what} ({type(err).__name__}: {err})") from None
 
 
-def read_history(run: Path) -> list[dict]:
-    path = run / "metrics.jsonl"
-    if not path.exists():
-        return []
-    history = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if line.strip():
-            record = read_json_object(path, line)
-            if not isinstance(record.get("step"), int):
-                raise ValueError(f"{path}, line {number}: no step number: not a metrics log of `protein-performer train`")
-            history.append(record)
-    return history
-
-
 def _settings(run: Path) -> str:
     parts = []
-    for name, title in (("config.json", "model"), ("train_config.json", "training")):
+    for name, title in ((CONFIG, "model"), (TRAIN_CONFIG, "training")):
         path = run / name
         if path.exists():
             values = read_json_object(path)
@@ -146,24 +132,21 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *
                  figures: str | os.PathLike | None = None, evaluate_run: bool = True, evaluation: dict | None = None,
                  name: str | None = None) -> Path:
     """Write the page (default ``RUN/report.html``) and return its path. The evaluation table is
-    ``evaluation`` (a result of :func:`~protein_performer.training.evaluate.evaluate`) when given,
+    ``evaluation`` (a result of :func:`~protein_performer.training.evaluation.evaluate`) when given,
     else computed on the test split unless ``evaluate_run`` is False. ``name``: the run's name in the
     page (default: its folder's name)."""
     run = Path(run)
-    if not (run / "config.json").exists():
+    if not RunDir(run).config.exists():
         raise FileNotFoundError(f"{run} is not a training run directory (no config.json)")
-    out = Path(out) if out else run / "report.html"
-    if out.is_dir():
-        raise IsADirectoryError(f"{out} is a folder: --out takes the HTML file to write")
-    out.parent.mkdir(parents=True, exist_ok=True)  # a path that cannot be written fails before any work
+    out = output_file(out if out else run / "report.html")  # a path that cannot be written fails before any work
     name = name or run.resolve().name
     sections = [f"<h1>protein-performer run {html.escape(name)}</h1>"]
-    history = read_history(run)
+    history = RunDir(run).read_metrics()
     if history:
-        sections.append("<h2>Training</h2>" + _checked(lambda path: _training(history, name), run / "metrics.jsonl",
+        sections.append("<h2>Training</h2>" + _checked(lambda path: _training(history, name), RunDir(run).metrics,
                                                          "a metrics log of `protein-performer train`"))
     if evaluation is None and evaluate_run:
-        from ..training.evaluate import evaluate
+        from ..training.evaluation import evaluate
 
         evaluation = evaluate(run)
     if evaluation is not None:
@@ -176,7 +159,7 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *
         sections.append("<h2>Benchmarks</h2>" + "".join(_image(p, p.stem.replace("_", " ")) for p in bench))
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{html.escape(name)} report</title>'
             f"<style>{STYLE}</style></head><body>{''.join(sections)}</body></html>\n")
-    out.write_text(page)
+    atomic_write(out, page)
     return out
 
 

@@ -6,14 +6,14 @@ BLOSUM62, with the number the Performer paper only showed by eye: their Spearman
 - Similarity of amino acids a, b: the Pearson correlation of ``f_h(a)`` and ``f_h(b)`` across heads.
 - Against BLOSUM62: Spearman correlation over the 190 off-diagonal pairs.
 
-For FAVOR the attention each key receives, ``Σ_i A_ij = k′_j · Σ_i q′_i / (q′_i·Σ_j' k′_j')``, comes
-from the features in O(L·M): no L×L matrix. Exact attention is summed over blocks of query rows.
-Shapes: features ``[B, H, L, M]``, q/k ``[B, H, L, d]``, received attention ``[B, H, L]``.
+Each layer gives the attention each key receives (``received_attention``; the math is in
+:mod:`protein_performer.attention.ops.naive`): for FAVOR ``Σ_i A_ij = k′_j · Σ_i q′_i / (q′_i·Σ_j' k′_j')``
+from its features in O(L·M), no L×L matrix; exact attention summed over blocks of query rows.
+Shapes: tokens ``[B, L]``, received attention ``[B, layers, H, L]``.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Sequence
 
 import numpy as np
@@ -21,54 +21,15 @@ import torch
 from torch import Tensor
 
 from ..data import DEFAULT_ALPHABET, STANDARD_AMINO_ACIDS, Alphabet
-from .attention_maps import per_layer
-
-ROW_BLOCK = 256
-
-
-def favor_received(qf: Tensor, kf: Tensor, *, causal: bool = False, query_mask: Tensor | None = None) -> Tensor:
-    """``Σ_i A_ij`` ``[B, H, L]``, the attention key j receives from all (unmasked) queries, for the
-    matrix implied by features ``qf``, ``kf`` ``[B, H, L, M]`` (padded keys already zero);
-    ``query_mask`` bool ``[B, L]``, True at queries to leave out (padding)."""
-    totals = kf.cumsum(dim=-2) if causal else kf.sum(dim=-2, keepdim=True)
-    weights = qf / (qf * totals).sum(-1, keepdim=True)  # q′_i / D_i
-    if query_mask is not None:
-        weights = weights.masked_fill(query_mask[:, None, :, None], 0.0)
-    if causal:  # key j hears only queries i ≥ j: a reverse cumulative sum
-        gathered = weights.flip(-2).cumsum(dim=-2).flip(-2)
-        return (kf * gathered).sum(-1)
-    return (kf * weights.sum(-2, keepdim=True)).sum(-1)
-
-
-def softmax_received(q: Tensor, k: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None) -> Tensor:
-    """``Σ_i A_ij`` ``[B, H, L]`` for ``A = softmax(q kᵀ/√d)`` over real keys and real queries,
-    ``ROW_BLOCK`` query rows at a time (memory O(ROW_BLOCK·L))."""
-    length = q.shape[-2]
-    received = torch.zeros(q.shape[:-1], dtype=q.dtype, device=q.device)
-    keys = torch.arange(length, device=q.device)
-    for start in range(0, length, ROW_BLOCK):
-        end = min(start + ROW_BLOCK, length)
-        scores = torch.matmul(q[..., start:end, :], k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
-        if key_padding_mask is not None:
-            scores = scores.masked_fill(key_padding_mask[:, None, None, :], -math.inf)
-        if causal:
-            scores = scores.masked_fill(keys[None, :] > keys[start:end, None], -math.inf)
-        attn = torch.softmax(scores, dim=-1)
-        if key_padding_mask is not None:
-            attn = attn.masked_fill(key_padding_mask[:, None, start:end, None], 0.0)
-        received += attn.sum(-2)
-    return received
 
 
 @torch.no_grad()
 def received_attention(model, tokens: Tensor, padding_mask: Tensor | None = None) -> Tensor:
     """``Σ_i A_ij`` for every layer and head of a :class:`~protein_performer.model.PerformerLM`:
     ``[B, layers, H, L]`` (float64), padded queries and keys excluded."""
-    return per_layer(
-        model, tokens, padding_mask,
-        favor=lambda qf, kf, attn, mask: favor_received(qf, kf, causal=attn.causal, query_mask=mask),
-        exact=lambda q, k, attn, mask: softmax_received(q, k, causal=attn.causal, key_padding_mask=mask),
-    )
+    received = [layer.received_attention(q.double(), k.double(), mask)
+                for layer, q, k, mask in model.attention_inputs(tokens, padding_mask)]
+    return torch.stack(received, dim=1)
 
 
 class ProfileAccumulator:

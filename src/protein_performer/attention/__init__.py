@@ -1,21 +1,33 @@
 """FAVOR attention: random-feature softmax (and generalized) attention, linear in sequence length.
 
-Public API: :func:`draw_projection`, :func:`favor_attention`, :func:`softmax_attention`,
-:class:`FavorAttention` (and its exact twin :class:`SoftmaxAttention`). Naive L×L references live in
-:mod:`protein_performer.attention.naive`.
+Three tiers, each using only the ones below it (and knowing nothing about proteins):
+
+- ``ops/``: functions of tensors. ``linear.py`` (normalized linear attention, causal chunked
+  products), ``fused.py`` (FAVOR+ as one autograd function), ``favor.py`` (:func:`favor_attention`,
+  :func:`softmax_attention`) and ``naive.py`` (the L×L references, and the windows and column sums of
+  attention matrices that the analyses read).
+- ``feature_maps.py``: one :class:`FeatureMap` per kernel, owning its math; :data:`FEATURE_MAPS`
+  is the registry :data:`KERNELS` lists. ``projection.py``: :func:`draw_projection`.
+- ``layers.py``: :class:`FavorAttention` and its exact twin :class:`SoftmaxAttention`;
+  :data:`ATTENTIONS` is the registry of attention kinds a model is built from.
 """
 
-from .favor import favor_attention, softmax_attention
-from .features import KERNELS, random_features
-from .modules import FavorAttention, SoftmaxAttention
+from .feature_maps import FEATURE_MAPS, KERNELS, FeatureMap, feature_map, random_features
+from .layers import ATTENTIONS, FavorAttention, SelfAttention, SoftmaxAttention
+from .ops.favor import favor_attention, softmax_attention
 from .projection import draw_projection
 
 __all__ = [
+    "ATTENTIONS",
+    "FEATURE_MAPS",
     "KERNELS",
     "FavorAttention",
+    "FeatureMap",
+    "SelfAttention",
     "SoftmaxAttention",
     "draw_projection",
     "favor_attention",
+    "feature_map",
     "random_features",
     "softmax_attention",
 ]

@@ -3,7 +3,7 @@
 :func:`convert_model` reads a model trained with exact softmax attention — a run of this project, a
 Hugging Face ESM-2 (``EsmForMaskedLM``) or BERT (``BertForMaskedLM``) directory — and writes a
 protein-performer checkpoint (``config.json`` + ``model.safetensors``) with FAVOR (or exact) attention
-and the same weights. Composes ``model`` and ``training.checkpoint``; never imports ``transformers``.
+and the same weights. Composes ``model`` and ``rundir``; never imports ``transformers``.
 
 - ``common.py``: formats, reading tensors (safetensors, ``.bin``, shards), vocabulary mapping.
 - ``esm.py``, ``bert.py``: the two Hugging Face architectures; ``own.py``: this project's checkpoints.
@@ -11,12 +11,10 @@ and the same weights. Composes ``model`` and ``training.checkpoint``; never impo
 
 from __future__ import annotations
 
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..data.jsonlines import read_json_object
-from ..training.checkpoint import write_weights
+from ..rundir import RunDir, read_json_object
 from .bert import convert_bert
 from .common import (
     ConversionError,
@@ -28,7 +26,7 @@ from .common import (
     same_path,
 )
 from .esm import ESM2_VOCABULARY, convert_esm
-from .own import COMPANION_FILES, read_own
+from .own import read_own
 
 
 @dataclass
@@ -44,17 +42,17 @@ def read_source(source: Path, vocab: Path | None = None) -> tuple[str, Converted
     kind = detect_format(source)
     if kind == "protein-performer":
         if vocab is not None:
-            raise ConversionError("--vocab applies to Hugging Face sources; a protein-performer checkpoint has our alphabet")
+            raise ConversionError("`vocab` applies to Hugging Face sources; a protein-performer checkpoint has our alphabet")
         return kind, read_own(source)
-    hf = read_json_object(source / "config.json")
+    hf = read_json_object(RunDir(source).config)
     vocabulary = read_vocabulary(source, vocab, ESM2_VOCABULARY if kind == "esm" else None)
     convert = convert_esm if kind == "esm" else convert_bert
     try:
         return kind, convert(hf, read_tensors(source), vocabulary)
     except KeyError as err:
-        raise ConversionError(f"{source / 'config.json'} lacks {err.args[0]!r}") from None
+        raise ConversionError(f"{RunDir(source).config} lacks {err.args[0]!r}") from None
     except TypeError as err:  # a value of the wrong type (a string for a size, ...)
-        raise ConversionError(f"{source / 'config.json'} has a value of the wrong type ({err})") from None
+        raise ConversionError(f"{RunDir(source).config} has a value of the wrong type ({err})") from None
 
 
 def convert_model(source: str | Path, out: str | Path, *, attention: str = "favor", kernel: str | None = None,
@@ -67,19 +65,18 @@ def convert_model(source: str | Path, out: str | Path, *, attention: str = "favo
     source, out = Path(source), Path(out)
     kind, converted = read_source(source, Path(vocab) if vocab is not None else None)
     if same_path(source, out):
-        raise ConversionError(f"--out {out} is the source directory: write the converted model elsewhere")
+        raise ConversionError(f"`out` {out} is the source directory: write the converted model elsewhere")
     if out.exists() and not out.is_dir():
-        raise ConversionError(f"--out {out} is a file: give a directory for the converted model")
+        raise ConversionError(f"`out` {out} is a file: give a directory for the converted model")
     if not overwrite and out.is_dir() and any(out.iterdir()):
-        raise ConversionError(f"--out {out} already holds files: give a new or empty directory (or delete it first)")
+        raise ConversionError(f"`out` {out} already holds files: give a new or empty directory (or delete it first)")
     changes = {"attention": attention, "kernel": kernel, "num_features": num_features}
     converted.config = converted.config.replace(**{k: v for k, v in changes.items() if v is not None})
     model = build_model(converted, seed)
-    write_weights(model.state_dict(), converted.config, out)
+    target = RunDir(out)
+    target.write_model(model.state_dict(), converted.config)
     if kind == "protein-performer":
-        for name in COMPANION_FILES:
-            if (source / name).is_file():
-                shutil.copyfile(source / name, out / name)
+        target.copy_companions(RunDir(source))
     return ConversionReport(kind, converted.config.to_dict(), model.num_parameters(), converted.notes)
 
 

@@ -16,11 +16,10 @@ import torch
 from torch import Tensor
 
 from ..data import DEFAULT_ALPHABET, RESIDUE_LETTERS
-from ..data.jsonlines import read_json_object
 from ..model import PerformerConfig, PerformerLM
-from ..training.checkpoint import read_safetensors
+from ..rundir import RunDir, read_json_object, read_safetensors
 
-CONFIG_FILE = "config.json"
+# Hugging Face save_pretrained weight files, in the order they are looked for.
 WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 # Our special tokens and the names other vocabularies give them (ESM-2's, BERT's, RoBERTa's).
 SPECIAL_NAMES = {
@@ -51,7 +50,7 @@ def detect_format(directory: Path) -> str:
     (Hugging Face ``save_pretrained`` directories), from ``config.json``."""
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} is not a directory: give a model directory with config.json and weights")
-    path = directory / CONFIG_FILE
+    path = RunDir(directory).config  # Hugging Face names its config as we do
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: give a protein-performer run or a Hugging Face save_pretrained directory")
     config = read_json_object(path)
@@ -107,7 +106,7 @@ def read_vocabulary(directory: Path, vocab: Path | None, default: tuple[str, ...
     if vocab is not None:
         raise FileNotFoundError(f"{vocab} not found")
     if default is None:
-        raise FileNotFoundError(f"no vocab.txt in {directory}: give the source's vocabulary with --vocab FILE "
+        raise FileNotFoundError(f"no vocab.txt in {directory}: give the source's vocabulary with `vocab` FILE "
                                 f"(one token per line)")
     return list(default)
 

@@ -2,7 +2,7 @@
 
 Knows nothing about models. The pieces, in the order data flows through them:
 
-- :class:`Alphabet` (``alphabet.py``): 30 tokens with fixed ids, ``encode`` / ``decode``.
+- :class:`Alphabet` (``alphabet.py``): 30 tokens with fixed ids; tokenizes, checks and pads sequences.
 - :class:`FastaReader` (``fasta.py``): streaming, validating FASTA (plain or gzip) -> records.
 - :func:`split_of` (``split.py``): accession -> ``"train"`` / ``"valid"`` / ``"test"`` by hash.
 - :class:`EncodedCorpus`, :class:`SingleSequenceDataset`, :class:`PackedDataset` (``datasets.py``):
@@ -18,7 +18,7 @@ from .alphabet import (
     STANDARD_AMINO_ACIDS,
     Alphabet,
 )
-from .collate import IGNORE_INDEX, CausalLMCollator, MaskedLMCollator, pad_batch
+from .collate import IGNORE_INDEX, CausalLMCollator, MaskedLMCollator
 from .datasets import (
     DATA_DIR,
     DEFAULT_CORPUS_PATH,
@@ -54,7 +54,6 @@ __all__ = [
     "PackedDataset",
     "SingleSequenceDataset",
     "StepBatch",
-    "pad_batch",
     "read_fasta",
     "split_bucket",
     "split_of",

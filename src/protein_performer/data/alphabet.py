@@ -17,7 +17,7 @@ Token ids (fixed: checkpoints depend on them, never reorder)::
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 import torch
@@ -31,16 +31,21 @@ NUM_SPECIALS = len(SPECIAL_TOKENS)
 
 # A special token written inside a string, e.g. "MKT<mask>LL"; matched case-insensitively.
 _SPECIAL_PATTERN = re.compile(r"(<[A-Za-z]+>)")
+# Anything written as a token in a user's sequence (tokenize checks that it is <mask> where allowed).
+_INLINE_TOKEN = re.compile(r"(<[^<>]*>)")
 _NON_ASCII = re.compile(r"[^\x00-\x7f]")
 
 
 class Alphabet:
-    """Maps protein strings to token ids and back (see the module docstring for the id table).
+    """Owns tokens and batching (see the module docstring for the id table), as fair-esm's does.
 
-    ``encode`` accepts upper or lower case letters and special tokens written inline
-    (``"MKT<mask>LL"``); letters outside the vocabulary become ``<unk>``. ``decode`` writes every
-    token as its string (residues as upper-case letters, specials as ``<...>``), so
-    ``decode(encode(s)) == s.upper()`` for any ``s`` made of vocabulary letters and special tokens.
+    - :meth:`tokenize`: a user's sequence → ``<cls> residues <eos>`` ids, strict: a letter outside the
+      alphabet is an error naming its position (what models are given).
+    - :meth:`pad`: token rows → a right-padded batch and its padding mask.
+    - :meth:`residue_problem`: the one check of a sequence read from a data file.
+    - :meth:`encode` / :meth:`decode`: the lenient codec underneath: upper or lower case letters and
+      special tokens written inline (``"MKT<mask>LL"``), letters outside the vocabulary as ``<unk>``;
+      ``decode(encode(s)) == s.upper()`` for any ``s`` made of vocabulary letters and special tokens.
     """
 
     def __init__(self) -> None:
@@ -151,6 +156,54 @@ class Alphabet:
     def encode_tensor(self, seq: str, *, add_special_tokens: bool = False) -> Tensor:
         """:meth:`encode` as a ``long`` tensor ``[T]``."""
         return torch.tensor(self.encode(seq, add_special_tokens=add_special_tokens), dtype=torch.long)
+
+    def residue_problem(self, sequence: str) -> str | None:
+        """Why ``sequence`` (upper case) cannot be a protein of this alphabet, or None: empty, or
+        letters outside it (each named once)."""
+        if not sequence:
+            return "an empty sequence"
+        bad = sorted(set(sequence) - set(RESIDUE_LETTERS))
+        return f"letters {''.join(bad)!r} outside {RESIDUE_LETTERS}" if bad else None
+
+    def tokenize(self, sequence: str, *, allow_mask: bool = False) -> Tensor:
+        """A user's ``sequence`` → ids ``[L + 2]`` as ``<cls> residues <eos>``; with ``allow_mask`` an
+        inline ``<mask>`` stands for one residue. Any other letter or token is a ``ValueError``
+        naming the 1-based position."""
+        ids: list[int] = []
+        allowed = f"the amino-acid letters {RESIDUE_LETTERS} (either case)" + (" and <mask>" if allow_mask else "")
+        for part in _INLINE_TOKEN.split(sequence.strip()):
+            if not part:
+                continue
+            if part.startswith("<") and part.endswith(">"):
+                if allow_mask and part.lower() == "<mask>":
+                    ids.append(self.mask_idx)
+                    continue
+                raise ValueError(f"invalid token {part!r} at position {len(ids) + 1} of the sequence: allowed are {allowed}")
+            encoded = self.encode_array(part)
+            bad = np.flatnonzero(encoded == self.unk_idx)
+            if bad.size:
+                position = len(ids) + int(bad[0]) + 1
+                raise ValueError(f"invalid letter {part[bad[0]]!r} at position {position} of the sequence: allowed are {allowed}")
+            ids.extend(encoded.tolist())
+        if not ids:
+            raise ValueError("empty sequence: give at least one residue")
+        return torch.tensor([self.cls_idx, *ids, self.eos_idx], dtype=torch.long)
+
+    def pad(self, samples: Sequence[Tensor | np.ndarray | Sequence[int]]) -> tuple[Tensor, Tensor]:
+        """Right-pad 1-D token rows ``[T_i]`` with ``<pad>``: ``tokens`` long ``[B, T]`` and
+        ``padding_mask`` bool ``[B, T]`` (True at padding), ``T = max T_i``."""
+        if len(samples) == 0:
+            raise ValueError("cannot collate an empty batch")
+        rows = [torch.as_tensor(s).long() for s in samples]
+        if any(r.ndim != 1 for r in rows):
+            raise ValueError(f"samples must be 1-D token sequences, got shapes {[tuple(r.shape) for r in rows]}")
+        length = max(len(r) for r in rows)
+        tokens = torch.full((len(rows), length), self.pad_idx, dtype=torch.long)
+        padding_mask = torch.ones(len(rows), length, dtype=torch.bool)
+        for b, row in enumerate(rows):
+            tokens[b, : len(row)] = row
+            padding_mask[b, : len(row)] = False
+        return tokens, padding_mask
 
     def decode(self, ids: Iterable[int] | Tensor | np.ndarray) -> str:
         """Ids ``[T]`` back to a string; specials are written as ``<pad>``, ``<mask>``, ..."""

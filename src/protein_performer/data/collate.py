@@ -18,23 +18,6 @@ from .alphabet import DEFAULT_ALPHABET, Alphabet
 IGNORE_INDEX = -100
 
 
-def pad_batch(samples: Sequence[Tensor | np.ndarray | Sequence[int]], pad_idx: int) -> tuple[Tensor, Tensor]:
-    """Right-pad 1-D samples ``[T_i]`` to ``tokens`` long ``[B, L]`` and ``padding_mask`` bool ``[B, L]``
-    (True at padding), ``L = max T_i``."""
-    if len(samples) == 0:
-        raise ValueError("cannot collate an empty batch")
-    rows = [torch.as_tensor(s).long() for s in samples]
-    if any(r.ndim != 1 for r in rows):
-        raise ValueError(f"samples must be 1-D token sequences, got shapes {[tuple(r.shape) for r in rows]}")
-    length = max(len(r) for r in rows)
-    tokens = torch.full((len(rows), length), pad_idx, dtype=torch.long)
-    padding_mask = torch.ones(len(rows), length, dtype=torch.bool)
-    for b, row in enumerate(rows):
-        tokens[b, : len(row)] = row
-        padding_mask[b, : len(row)] = False
-    return tokens, padding_mask
-
-
 def _row_generators(
     generator: torch.Generator | Sequence[torch.Generator] | None, batch_size: int
 ) -> list[torch.Generator | None]:
@@ -86,7 +69,7 @@ class MaskedLMCollator:
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
     ) -> dict[str, Tensor]:
         """Samples ``[T_i]`` -> ``tokens`` (masked input), ``labels``, ``padding_mask``, each ``[B, L]``."""
-        original, padding_mask = pad_batch(samples, self.alphabet.pad_idx)
+        original, padding_mask = self.alphabet.pad(samples)
         tokens = original.clone()
         labels = torch.full_like(original, IGNORE_INDEX)
         for b, g in enumerate(_row_generators(generator, len(original))):
@@ -124,7 +107,7 @@ class CausalLMCollator:
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
     ) -> dict[str, Tensor]:
         """Samples ``[T_i]`` -> ``tokens``, ``labels`` (shifted by one), ``padding_mask``, each ``[B, L]``."""
-        tokens, padding_mask = pad_batch(samples, self.alphabet.pad_idx)
+        tokens, padding_mask = self.alphabet.pad(samples)
         labels = torch.full_like(tokens, IGNORE_INDEX)
         labels[:, :-1] = tokens[:, 1:]
         # A label is real only if its target position t + 1 is real (not padding).

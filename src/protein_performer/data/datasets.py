@@ -17,7 +17,6 @@ or a run on a different number of ranks or workers sees exactly the same data at
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 from collections.abc import Iterable, Iterator, Sequence
@@ -29,12 +28,15 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from ..seeding import stable_hash
 from .alphabet import DEFAULT_ALPHABET, Alphabet
 from .fasta import FastaReader
+from .jsonlines import read_json_lines
 from .split import SPLITS, split_of
 
-# The repository's data/ folder (src/protein_performer/data/datasets.py -> parents[3]).
-DATA_DIR = Path(__file__).resolve().parents[3] / "data"
+# The embedded corpus and PDB slice ship inside the package (package data), so they are found from a
+# wheel as from a checkout.
+DATA_DIR = Path(__file__).resolve().parent / "embedded"
 DEFAULT_CORPUS_PATH = DATA_DIR / "swissprot2014_sp50_40k.fasta.gz"
 
 
@@ -82,6 +84,28 @@ class EncodedCorpus:
         return corpus
 
     @classmethod
+    def from_file(cls, path: str | os.PathLike[str], *, split: str | None = None) -> EncodedCorpus:
+        """FASTA (plain or .gz, see :meth:`from_fasta`), or JSON lines with ``id`` and ``sequence`` (e.g.
+        the PDB evaluation set; ``split`` does not apply to them). Errors name the file and line."""
+        path = Path(path)
+        if ".jsonl" not in path.suffixes:
+            return cls.from_fasta(path, split=split)
+        expected = "a JSON object with 'id' and 'sequence'"
+        ids, sequences = [], []
+        for where, row in read_json_lines(path, expected=expected):
+            try:
+                record_id, sequence = row["id"], row["sequence"].strip().upper()
+            except (KeyError, AttributeError):
+                raise ValueError(f"{where}: expected {expected}") from None
+            problem = DEFAULT_ALPHABET.residue_problem(sequence)
+            if problem:
+                raise ValueError(f"{where}: record {record_id!r} has {problem}: fix or remove it")
+            ids.append(str(record_id)), sequences.append(sequence)
+        if not sequences:
+            raise ValueError(f"{path} holds no sequences")
+        return cls.from_sequences(sequences, ids)
+
+    @classmethod
     def from_sequences(
         cls, sequences: Iterable[str], ids: Iterable[str] | None = None, *, alphabet: Alphabet = DEFAULT_ALPHABET
     ) -> EncodedCorpus:
@@ -126,11 +150,6 @@ class EncodedCorpus:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
         return self.subset([i for i, acc in enumerate(self.ids) if split_of(acc) == split])
-
-
-def _hash_int(*parts: int | str) -> int:
-    """A 64-bit integer determined by ``parts`` alone (stable across processes and platforms)."""
-    return int.from_bytes(hashlib.blake2b(repr(parts).encode(), digest_size=8).digest(), "big")
 
 
 class StepBatch(NamedTuple):
@@ -189,7 +208,7 @@ class GlobalIndexDataset(Dataset[Tensor]):
 
     def generator_for(self, index: int) -> torch.Generator:
         """A fresh generator for sample ``index`` (its masking), seeded from ``(seed, index)``."""
-        return torch.Generator().manual_seed(_hash_int(self.seed, self._stream_tag, "collate", index))
+        return torch.Generator().manual_seed(stable_hash(self.seed, self._stream_tag, "collate", index))
 
     def steps_per_epoch(self, batch_size: int) -> int:
         """Evaluation: steps to cover the data once (last one short). Training: ``len // B``."""
@@ -258,7 +277,7 @@ class SingleSequenceDataset(GlobalIndexDataset):
         window = self.seq_len - 2
         begin = 0
         if len(residues) > window and self.train:
-            begin = _hash_int(self.seed, self._stream_tag, "crop", index) % (len(residues) - window + 1)
+            begin = stable_hash(self.seed, self._stream_tag, "crop", index) % (len(residues) - window + 1)
         out = np.empty(min(len(residues), window) + 2, dtype=np.int64)
         out[0], out[-1] = self.cls_idx, self.eos_idx
         out[1:-1] = residues[begin : begin + window]

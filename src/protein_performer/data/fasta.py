@@ -24,7 +24,7 @@ from Bio.SeqIO.FastaIO import SimpleFastaParser
 
 from .alphabet import RESIDUE_LETTERS
 
-_SKIP_HINT = "or skip such records (`train --skip-invalid`, or skip_invalid=True in Python)"
+_SKIP_HINT = "or skip such records (`skip_invalid`; skip_invalid=True in Python)"
 
 
 class FastaError(ValueError):

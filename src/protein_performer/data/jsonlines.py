@@ -1,5 +1,5 @@
-"""JSON input: one object in a file, or JSON lines (one object per line; plain or gzip, recognized by its
-magic bytes), with errors that name the file (and line), and the residue check FASTA input gets too."""
+"""JSON-lines input (one object per line; plain or gzip, recognized by its magic bytes), with errors that
+name the file and line."""
 
 from __future__ import annotations
 
@@ -8,18 +8,6 @@ import json
 import os
 from pathlib import Path
 
-from .alphabet import RESIDUE_LETTERS
-
-
-def read_json_object(path: Path, text: str | None = None) -> dict:
-    """The JSON object in ``path`` (or in ``text``, one line of it); ``ValueError`` naming the file."""
-    try:
-        value = json.loads(path.read_text() if text is None else text)
-    except json.JSONDecodeError as err:
-        raise ValueError(f"{path} is not valid JSON ({err})") from None
-    if not isinstance(value, dict):
-        raise ValueError(f"{path} holds {type(value).__name__}, not a JSON object")
-    return value
 
 
 def read_json_lines(path: str | os.PathLike, *, expected: str) -> list[tuple[str, dict]]:
@@ -48,11 +36,3 @@ def read_json_lines(path: str | os.PathLike, *, expected: str) -> list[tuple[str
             raise ValueError(f"{where}: expected {expected}")
         rows.append((where, row))
     return rows
-
-
-def residue_problem(sequence: str) -> str | None:
-    """Why ``sequence`` (upper case) cannot be encoded, or None: empty, or letters outside the alphabet."""
-    if not sequence:
-        return "an empty sequence"
-    bad = sorted(set(sequence) - set(RESIDUE_LETTERS))
-    return f"letters {''.join(bad)!r} outside {RESIDUE_LETTERS}" if bad else None

@@ -86,7 +86,7 @@ def _open_output(path: Path, settings: dict):
             handle = h5py.File(path, "a")
         except OSError as err:
             raise ValueError(f"{path} exists and is not a readable HDF5 file ({err}); "
-                             "remove it or choose another --out") from None
+                             "remove it or choose another `out`") from None
         for key, value in settings.items():
             if key in handle.attrs:
                 stored = handle.attrs[key]
@@ -95,7 +95,7 @@ def _open_output(path: Path, settings: dict):
                 if stored != value and not (isinstance(value, bool) and bool(stored) == value):
                     handle.close()
                     raise ValueError(f"{path} was written with {key}={stored}, this run has {key}={value}: "
-                                     "use the same settings to resume it, or choose another --out")
+                                     "use the same settings to resume it, or choose another `out`")
     else:
         path.parent.mkdir(parents=True, exist_ok=True)
         handle = h5py.File(path, "w")

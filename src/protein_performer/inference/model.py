@@ -24,22 +24,19 @@ import contextlib
 import math
 import numbers
 import os
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..data import DEFAULT_ALPHABET, RESIDUE_LETTERS, STANDARD_AMINO_ACIDS, Alphabet
+from ..data import DEFAULT_ALPHABET, STANDARD_AMINO_ACIDS, Alphabet
 from ..model import PerformerConfig, PerformerLM
 from .mutations import Mutant, parse_mutant
 
 DEFAULT_TOKENS_PER_BATCH = 16384
 PRECISIONS = ("fp32", "bf16")
-_INLINE_TOKEN = re.compile(r"(<[^<>]*>)")
 
 
 @dataclass(frozen=True)
@@ -99,10 +96,9 @@ class ProteinLanguageModel(nn.Module):
     def from_pretrained(cls, path: str | os.PathLike) -> ProteinLanguageModel:
         """Load a directory with ``config.json`` + ``model.safetensors`` (a training run's directory).
         ``FileNotFoundError`` / ``ValueError`` name the file and the fix."""
-        from ..training.checkpoint import load_checkpoint
+        from ..rundir import load_model
 
-        model, _ = load_checkpoint(path)
-        return cls(model).eval()
+        return cls(load_model(path)).eval()
 
     # ---- basics ------------------------------------------------------------------------------------
     @property
@@ -142,35 +138,8 @@ class ProteinLanguageModel(nn.Module):
         return tuple(resolved)
 
     def tokenize(self, sequence: str, *, allow_mask: bool = False) -> Tensor:
-        """``sequence`` → ids ``[L + 2]`` as ``<cls> residues <eos>``; with ``allow_mask`` an inline
-        ``<mask>`` stands for one residue. Any other letter or token is a ``ValueError`` naming the
-        1-based position."""
-        ids: list[int] = []
-        allowed = f"the amino-acid letters {RESIDUE_LETTERS} (either case)" + (" and <mask>" if allow_mask else "")
-        for part in _INLINE_TOKEN.split(sequence.strip()):
-            if not part:
-                continue
-            if part.startswith("<") and part.endswith(">"):
-                if allow_mask and part.lower() == "<mask>":
-                    ids.append(self.alphabet.mask_idx)
-                    continue
-                raise ValueError(f"invalid token {part!r} at position {len(ids) + 1} of the sequence: allowed are {allowed}")
-            encoded = self.alphabet.encode_array(part)
-            bad = np.flatnonzero(encoded == self.alphabet.unk_idx)
-            if bad.size:
-                position = len(ids) + int(bad[0]) + 1
-                raise ValueError(f"invalid letter {part[bad[0]]!r} at position {position} of the sequence: allowed are {allowed}")
-            ids.extend(encoded.tolist())
-        if not ids:
-            raise ValueError("empty sequence: give at least one residue")
-        return torch.tensor([self.alphabet.cls_idx, *ids, self.alphabet.eos_idx], dtype=torch.long)
-
-    def _pad(self, rows: Sequence[Tensor]) -> Tensor:
-        """Token rows → ``[B, T]`` padded with ``<pad>`` on the right, on the model's device."""
-        tokens = torch.full((len(rows), max(len(r) for r in rows)), self.alphabet.pad_idx, dtype=torch.long)
-        for i, row in enumerate(rows):
-            tokens[i, : len(row)] = row
-        return tokens.to(self.device)
+        """``<cls> residues <eos>`` ids ``[L + 2]``: :meth:`Alphabet.tokenize <protein_performer.data.Alphabet.tokenize>`."""
+        return self.alphabet.tokenize(sequence, allow_mask=allow_mask)
 
     def _prediction_index(self, token_index: Tensor | int) -> Tensor | int:
         """Where the logits for the token at ``token_index`` are read: itself, or (causal) the one before."""
@@ -292,7 +261,7 @@ class ProteinLanguageModel(nn.Module):
         resolved = self.resolve_layers(layers)
         rows = [self.tokenize(s) for s in sequences]
         for batch in length_batches([len(r) - 2 for r in rows], tokens_per_batch):
-            tokens = self._pad([rows[i] for i in batch])
+            tokens = self.alphabet.pad([rows[i] for i in batch])[0].to(self.device)
             with _autocast(precision, self.device):
                 out = self.model(tokens, repr_layers=resolved)["representations"]
             for b, i in enumerate(batch):

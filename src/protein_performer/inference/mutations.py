@@ -11,6 +11,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 from ..data import STANDARD_AMINO_ACIDS
 
@@ -96,7 +97,7 @@ def parse_mutations(text: str) -> list[Mutant]:
     """A comma-separated list, ``"A23G,L45P,A23G:L45P"`` → three mutants."""
     parts = [p for p in text.split(",") if p.strip()]
     if not parts:
-        raise MutationError("no mutations given: write e.g. --mutations A23G,L45P")
+        raise MutationError("no mutations given: write e.g. `mutations` A23G,L45P")
     return [parse_mutant(p) for p in parts]
 
 
@@ -106,7 +107,7 @@ def read_mutations_csv(path: str | os.PathLike, column: str = "mutant",
     each checked against ``sequence`` when given. Errors name the file and line."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path} not found: --mutations-csv takes a CSV file with a {column!r} column")
+        raise FileNotFoundError(f"{path} not found: `mutations_csv` takes a CSV file with a {column!r} column")
     with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: the byte-order mark spreadsheets write
         reader = csv.DictReader(f)
         if reader.fieldnames is None or column not in reader.fieldnames:
@@ -124,3 +125,38 @@ def read_mutations_csv(path: str | os.PathLike, column: str = "mutant",
     if not rows:
         raise MutationError(f"{path}: no mutations (the file has a header but no rows)")
     return rows, mutants
+
+
+@dataclass
+class VariantScores:
+    """Variants of one wild type with their scores: the input rows (every column kept) and one score
+    per row, written back as a CSV with a ``score`` column added."""
+
+    fields: list[str]
+    rows: list[dict[str, str]]
+    scores: list[float]
+
+    def write_csv(self, handle: TextIO) -> None:
+        writer = csv.DictWriter(handle, fieldnames=[*self.fields, "score"], lineterminator="\n")
+        writer.writeheader()
+        for row, score in zip(self.rows, self.scores):
+            writer.writerow({**row, "score": f"{score:.6f}"})
+
+
+def score_variants(plm, sequence: str, *, mutations: str | None = None, mutations_csv: str | os.PathLike | None = None,
+                   tokens_per_batch: int) -> VariantScores:
+    """Masked-marginal scores of ``mutations`` (``"A23G,L45P,A23G:L45P"``) or of the ``mutant`` column of
+    ``mutations_csv`` against ``sequence``, with ``plm`` (a
+    :class:`~protein_performer.inference.ProteinLanguageModel`). The sequence is checked first, then
+    every mutant, before any scoring."""
+    plm.tokenize(sequence)  # an invalid letter is reported before any mutation
+    if mutations_csv is not None:
+        rows, mutants = read_mutations_csv(mutations_csv, sequence=sequence.strip().upper())
+        fields = list(rows[0].keys())
+        if "score" in fields:
+            raise MutationError(f"{mutations_csv} already has a 'score' column: rename it")
+    else:
+        mutants = parse_mutations(mutations or "")
+        rows, fields = [{"mutant": str(m)} for m in mutants], ["mutant"]
+    scores = plm.score_mutations(sequence, mutants, tokens_per_batch=tokens_per_batch)
+    return VariantScores(fields, rows, scores.tolist())

@@ -31,8 +31,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ..data import split_bucket
-from ..data.jsonlines import read_json_lines, residue_problem
+from ..data import DEFAULT_ALPHABET, split_bucket
+from ..data.jsonlines import read_json_lines
 from .model import DEFAULT_TOKENS_PER_BATCH, ProteinLanguageModel
 
 DSSP8 = "HGIEBTSC"
@@ -78,7 +78,7 @@ def read_chains(path: str | os.PathLike) -> list[Chain]:
                           np.asarray(row["ca_centi_angstrom"], dtype=np.float64) / 100.0)
         except (KeyError, TypeError, ValueError):
             raise ValueError(f"{where}: expected {expected}") from None
-        problem = residue_problem(chain.sequence)
+        problem = DEFAULT_ALPHABET.residue_problem(chain.sequence)
         if problem:
             raise ValueError(f"{where}: chain {chain.id!r} has {problem}")
         if not (len(chain.sequence) == len(chain.dssp8) == len(chain.ca)) or chain.ca.shape[1:] != (3,):

@@ -7,9 +7,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..attention import ATTENTIONS as ATTENTION_LAYERS
 from ..attention import KERNELS
 
-ATTENTIONS = ("favor", "softmax")
+ATTENTIONS = tuple(ATTENTION_LAYERS)  # "favor" (Performer), "softmax" (exact: the Transformer baseline)
 POSITIONS = ("rotary", "learned")
 OBJECTIVES = ("mlm", "causal")
 NORM_POSITIONS = ("pre", "post")

@@ -11,13 +11,14 @@ token dropout (its rescaling of embeddings by the share of ``<mask>`` tokens).
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import partial
 
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
-from ..attention import FavorAttention, SoftmaxAttention
+from ..attention import ATTENTIONS, FavorAttention, SelfAttention
 from .config import PerformerConfig
 from .rotary import Rotary
 
@@ -26,20 +27,13 @@ ACTIVATION_FUNCTIONS = {"gelu": F.gelu, "gelu_tanh": partial(F.gelu, approximate
 ESM_MASK_RATIO = 0.15 * 0.8
 
 
-def make_attention(config: PerformerConfig) -> nn.Module:
-    if config.attention == "softmax":
-        return SoftmaxAttention(config.d_model, config.num_heads, causal=config.causal, dropout=config.dropout)
-    return FavorAttention(
-        config.d_model,
-        config.num_heads,
-        num_features=config.num_features,
-        kernel=config.kernel,
-        causal=config.causal,
-        orthogonal=config.orthogonal,
-        norm=config.feature_norm,
-        dropout=config.dropout,
-        chunk_size=config.chunk_size,
-    )
+def make_attention(config: PerformerConfig) -> SelfAttention:
+    """The attention layer ``config.attention`` names in the registry, given the options it takes."""
+    layer = ATTENTIONS[config.attention]
+    options = {"num_features": config.num_features, "kernel": config.kernel, "orthogonal": config.orthogonal,
+               "norm": config.feature_norm, "chunk_size": config.chunk_size}
+    return layer(config.d_model, config.num_heads, causal=config.causal, dropout=config.dropout,
+                 **{name: options[name] for name in layer.options})
 
 
 class FeedForward(nn.Module):
@@ -137,19 +131,25 @@ class PerformerLM(nn.Module):
             x = self.embed_norm(x)
         return self.dropout(x)
 
-    def forward(self, tokens: Tensor, padding_mask: Tensor | None = None, repr_layers: tuple[int, ...] = ()) -> dict:
-        """tokens ``[B, L]``; padding_mask bool ``[B, L]`` (True at padding; derived from ``pad_idx``
-        when None). Returns ``{"logits": [B, L, V], "representations": {layer: [B, L, E]}}``; layer 0
-        is the embedding output, layer ``num_layers`` the final (normed) hidden state."""
+    def _hidden_states(self, tokens: Tensor, padding_mask: Tensor | None) -> Iterator[tuple[Tensor, Tensor | None]]:
+        """The one walk through the layers: yields the embedding output ``[B, L, E]``, then each block's
+        output in turn (the last before the final norm), each with the padding mask the blocks get
+        (None when nothing is padded). A block runs only when its caller asks for the next state."""
         if padding_mask is None:
             padding_mask = tokens.eq(self.config.pad_idx)
         x = self._embed(tokens, padding_mask)
         mask = padding_mask if padding_mask.any() else None
-        representations = {}
-        if 0 in repr_layers:
-            representations[0] = x
-        for i, block in enumerate(self.blocks, start=1):
+        yield x, mask
+        for block in self.blocks:
             x = block(x, mask, self.rotary)
+            yield x, mask
+
+    def forward(self, tokens: Tensor, padding_mask: Tensor | None = None, repr_layers: tuple[int, ...] = ()) -> dict:
+        """tokens ``[B, L]``; padding_mask bool ``[B, L]`` (True at padding; derived from ``pad_idx``
+        when None). Returns ``{"logits": [B, L, V], "representations": {layer: [B, L, E]}}``; layer 0
+        is the embedding output, layer ``num_layers`` the final (normed) hidden state."""
+        representations = {}
+        for i, (x, _) in enumerate(self._hidden_states(tokens, padding_mask)):
             if i in repr_layers and i != self.config.num_layers:
                 representations[i] = x
         if self.final_norm is not None:
@@ -159,32 +159,29 @@ class PerformerLM(nn.Module):
         return {"logits": self.lm_head(x), "representations": representations}
 
     @torch.no_grad()
+    def attention_inputs(self, tokens: Tensor, padding_mask: Tensor | None = None
+                         ) -> Iterator[tuple[SelfAttention, Tensor, Tensor, Tensor | None]]:
+        """For each layer in order: its attention module, the q, k ``[B, H, L, d]`` it attends with
+        (after rotary) and the key padding mask it gets (bool ``[B, L]``, None when nothing is padded).
+        Analyses ask the module about its matrix (``attention_matrix``, ``attention_window``,
+        ``received_attention``) without knowing its kind. Attention itself runs only inside the
+        blocks, so memory stays linear in L."""
+        for block, (x, mask) in zip(self.blocks, self._hidden_states(tokens, padding_mask)):
+            q, k = block.attn.queries_keys(block.attention_input(x), self.rotary)
+            yield block.attn, q, k, mask
+
+    @torch.no_grad()
     def attention_maps(self, tokens: Tensor, padding_mask: Tensor | None = None) -> Tensor:
         """Every layer's attention matrix ``[B, layers, H, L, L]`` (FAVOR: the one its features imply).
         Quadratic in L: meant for analysis and contact probes of windows up to a few thousand."""
-        if padding_mask is None:
-            padding_mask = tokens.eq(self.config.pad_idx)
-        mask = padding_mask if padding_mask.any() else None
-        x = self._embed(tokens, padding_mask)
-        maps = []
-        for block in self.blocks:
-            maps.append(block.attn.attention_matrix(block.attention_input(x), mask, self.rotary))
-            x = block(x, mask, self.rotary)
+        maps = [layer.attention_matrix(q.float(), k.float(), mask)
+                for layer, q, k, mask in self.attention_inputs(tokens, padding_mask)]
         return torch.stack(maps, dim=1)
 
     @torch.no_grad()
     def queries_keys(self, tokens: Tensor, padding_mask: Tensor | None = None) -> list[tuple[Tensor, Tensor]]:
-        """Every layer's q, k ``[B, H, L, d]`` as its attention sees them (after rotary), one pair per
-        layer; attention itself runs only inside the blocks, so memory stays linear in L."""
-        if padding_mask is None:
-            padding_mask = tokens.eq(self.config.pad_idx)
-        mask = padding_mask if padding_mask.any() else None
-        x = self._embed(tokens, padding_mask)
-        pairs = []
-        for block in self.blocks:
-            pairs.append(block.attn.queries_keys(block.attention_input(x), self.rotary))
-            x = block(x, mask, self.rotary)
-        return pairs
+        """Every layer's q, k ``[B, H, L, d]`` as its attention sees them (after rotary), one pair per layer."""
+        return [(q, k) for _, q, k, _ in self.attention_inputs(tokens, padding_mask)]
 
     def favor_layers(self) -> list[FavorAttention]:
         return [m for m in self.modules() if isinstance(m, FavorAttention)]

@@ -9,6 +9,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from ..rundir import atomic_write  # noqa: E402
+
 
 def plot_training_curves(history: list[dict], path: Path) -> None:
     """Loss and accuracy against step, training and validation, side by side."""
@@ -26,7 +28,5 @@ def plot_training_curves(history: list[dict], path: Path) -> None:
         ax.legend()
     fig.suptitle(path.parent.name)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
-    tmp.replace(path)

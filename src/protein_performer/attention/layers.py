@@ -1,27 +1,48 @@
-"""Multi-head self-attention layers: FAVOR and its exact-softmax twin.
+"""Multi-head self-attention layers: FAVOR and its exact-softmax twin, and :data:`ATTENTIONS`, the
+registry of attention kinds that models and configs build from.
 
 Both have the same parameters (``in_proj`` producing q, k, v and ``out_proj``), so weights move between
-them unchanged: that is what lets a trained softmax Transformer run as a Performer.
+them unchanged: that is what lets a trained softmax Transformer run as a Performer. Both also answer
+the analyses' questions about the matrix they apply (the whole L×L, a window of it, the attention each
+key receives) from q, k, so that no caller needs to know which kind of layer it holds.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
 
-from .favor import favor_attention, softmax_attention
-from .features import check_kernel, key_features, query_features
-from .linear import DEFAULT_CHUNK
-from .naive import favor_attention_matrix, softmax_attention_matrix
+from .feature_maps import feature_map
+from .ops.favor import favor_attention, softmax_attention
+from .ops.linear import DEFAULT_CHUNK
+from .ops.naive import (
+    favor_attention_matrix,
+    favor_received,
+    favor_window,
+    softmax_attention_matrix,
+    softmax_received,
+    softmax_window,
+)
 from .projection import draw_projection
 
 # Applied to q and k (``[B, H, L, d]``) before attention, e.g. rotary position embeddings.
 QKTransform = Callable[[Tensor, Tensor], tuple[Tensor, Tensor]]
 
 
-class _SelfAttention(nn.Module):
+class SelfAttention(nn.Module):
+    """Shared by the attention kinds: q, k, v from one ``in_proj``, heads merged by ``out_proj``.
+
+    A kind defines :meth:`attend` and the three analysis views of its matrix, all from q, k
+    ``[B, H, L, d]`` and ``key_padding_mask`` bool ``[B, L]`` (True at padding, or None). ``options``
+    names the keyword arguments it takes beyond ``embed_dim``, ``num_heads``, ``causal``, ``bias`` and
+    ``dropout``, so that a model can build any registered kind from its config.
+    """
+
+    options: ClassVar[tuple[str, ...]] = ()
+
     def __init__(self, embed_dim: int, num_heads: int, *, causal: bool = False, bias: bool = True, dropout: float = 0.0):
         super().__init__()
         if embed_dim % num_heads:
@@ -35,7 +56,19 @@ class _SelfAttention(nn.Module):
     def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
         raise NotImplementedError
 
-    def matrix(self, q: Tensor, k: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+    def attention_matrix(self, q: Tensor, k: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        """The row-normalized attention matrix ``[B, H, L, L]`` this layer applies (for FAVOR: the one
+        implied by its features). Quadratic: for analysis of short sequences only."""
+        raise NotImplementedError
+
+    def attention_window(self, q: Tensor, k: Tensor, start: int, window: int, key_padding_mask: Tensor | None = None) -> Tensor:
+        """Rows and columns ``[start, start + window)`` of :meth:`attention_matrix`, ``[B, H, W, W]``,
+        without forming L×L (rows normalized over the whole sequence; cut at the end)."""
+        raise NotImplementedError
+
+    def received_attention(self, q: Tensor, k: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        """``Σ_i A_ij`` ``[B, H, L]``: the attention each key receives from all real queries (padded
+        queries and keys left out), without forming L×L."""
         raise NotImplementedError
 
     def _qkv(self, x: Tensor, qk_transform: QKTransform | None) -> tuple[Tensor, Tensor, Tensor]:
@@ -52,13 +85,6 @@ class _SelfAttention(nn.Module):
         q, k, _ = self._qkv(x, qk_transform)
         return q, k
 
-    @torch.no_grad()
-    def attention_matrix(self, x: Tensor, key_padding_mask: Tensor | None = None, qk_transform: QKTransform | None = None) -> Tensor:
-        """The row-normalized attention matrix ``[B, H, L, L]`` this layer applies to ``x`` ``[B, L, E]``
-        (for FAVOR: the one implied by its features). Quadratic: for analysis of short windows only."""
-        q, k, _ = self._qkv(x, qk_transform)
-        return self.matrix(q.float(), k.float(), key_padding_mask)
-
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None, qk_transform: QKTransform | None = None) -> Tensor:
         """x ``[B, L, E]`` → ``[B, L, E]``; ``key_padding_mask`` bool ``[B, L]``, True at padding."""
         b, length, _ = x.shape
@@ -67,17 +93,23 @@ class _SelfAttention(nn.Module):
         return self.dropout(self.out_proj(out.transpose(1, 2).reshape(b, length, self.embed_dim)))
 
 
-class SoftmaxAttention(_SelfAttention):
+class SoftmaxAttention(SelfAttention):
     """Exact softmax multi-head self-attention (the Transformer baseline)."""
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
         return softmax_attention(q, k, v, causal=self.causal, key_padding_mask=key_padding_mask)
 
-    def matrix(self, q: Tensor, k: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+    def attention_matrix(self, q: Tensor, k: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
         return softmax_attention_matrix(q, k, causal=self.causal, key_padding_mask=key_padding_mask)
 
+    def attention_window(self, q: Tensor, k: Tensor, start: int, window: int, key_padding_mask: Tensor | None = None) -> Tensor:
+        return softmax_window(q, k, start, window, causal=self.causal, key_padding_mask=key_padding_mask)
 
-class FavorAttention(_SelfAttention):
+    def received_attention(self, q: Tensor, k: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        return softmax_received(q, k, causal=self.causal, key_padding_mask=key_padding_mask)
+
+
+class FavorAttention(SelfAttention):
     """FAVOR multi-head self-attention with its own random projection.
 
     The projection ``[H, M, d]`` (an independent draw per head) is a buffer, so it is saved in
@@ -86,6 +118,7 @@ class FavorAttention(_SelfAttention):
     """
 
     projection: Tensor
+    options: ClassVar[tuple[str, ...]] = ("num_features", "kernel", "orthogonal", "norm", "chunk_size")
 
     def __init__(
         self,
@@ -102,14 +135,15 @@ class FavorAttention(_SelfAttention):
         chunk_size: int = DEFAULT_CHUNK,
     ):
         super().__init__(embed_dim, num_heads, causal=causal, bias=bias, dropout=dropout)
-        check_kernel(kernel)
+        self.feature_map = feature_map(kernel)  # its math; the projection it is applied with stays here
         self.num_features, self.kernel = num_features, kernel
         self.orthogonal, self.norm, self.chunk_size = orthogonal, norm, chunk_size
         self.register_buffer("projection", self._draw(None, torch.device("cpu")))
 
     def _draw(self, generator: torch.Generator | None, device: torch.device) -> Tensor:
         heads = [
-            draw_projection(self.num_features, self.head_dim, orthogonal=self.orthogonal, norm=self.norm, generator=generator, device=device)
+            draw_projection(self.num_features, self.head_dim, orthogonal=self.orthogonal, norm=self.norm, generator=generator,
+                            device=device)
             for _ in range(self.num_heads)
         ]
         return torch.stack(heads)
@@ -129,10 +163,22 @@ class FavorAttention(_SelfAttention):
         """The features ``[B, H, L, M']`` this layer's attention is computed from, stabilized as in
         ``forward`` (a positive constant per query row and one per (batch, head) for keys, both cancel in
         ``A_ij = q′_i·k′_j / Σ_j' q′_i·k′_j'``); padded keys are zero. Computed in q's dtype."""
-        return query_features(q, self.projection, self.kernel), key_features(k, self.projection, self.kernel, key_padding_mask)
+        return (self.feature_map.query_features(q, self.projection),
+                self.feature_map.key_features(k, self.projection, key_padding_mask))
 
-    def matrix(self, q: Tensor, k: Tensor, key_padding_mask: Tensor | None) -> Tensor:
-        return favor_attention_matrix(q, k, self.projection, kernel=self.kernel, causal=self.causal, key_padding_mask=key_padding_mask)
+    def attention_matrix(self, q: Tensor, k: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        return favor_attention_matrix(q, k, self.projection, kernel=self.kernel, causal=self.causal,
+                                      key_padding_mask=key_padding_mask)
+
+    def attention_window(self, q: Tensor, k: Tensor, start: int, window: int, key_padding_mask: Tensor | None = None) -> Tensor:
+        return favor_window(*self.feature_maps(q, k, key_padding_mask), start, window, causal=self.causal)
+
+    def received_attention(self, q: Tensor, k: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        return favor_received(*self.feature_maps(q, k, key_padding_mask), causal=self.causal, query_mask=key_padding_mask)
 
     def extra_repr(self) -> str:
         return f"heads={self.num_heads}, features={self.num_features}, kernel={self.kernel}, causal={self.causal}"
+
+
+# The attention kinds a model can be built with, by the name its config gives.
+ATTENTIONS: dict[str, type[SelfAttention]] = {"favor": FavorAttention, "softmax": SoftmaxAttention}

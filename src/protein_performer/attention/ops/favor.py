@@ -1,4 +1,8 @@
-"""FAVOR attention and exact softmax attention with one calling convention.
+"""FAVOR attention and exact softmax attention with one calling convention: the functions layers call.
+
+Both validate shapes once and leave the math to others: FAVOR asks the kernel's feature map how to
+attend (FAVOR+ through the fused function, the other kernels through ``linear.linear_attention``),
+exact attention goes to ``scaled_dot_product_attention``. Their L×L twins are in ``naive.py``.
 
 q, k, v are ``[B, H, L, d]`` as in ``torch.nn.functional.scaled_dot_product_attention``;
 ``key_padding_mask`` is a bool ``[B, L]``, True at padding (the ``nn.MultiheadAttention`` convention).
@@ -10,17 +14,18 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from .features import check_kernel, key_features, query_features
-from .fused import favor_positive
-from .linear import DEFAULT_CHUNK, linear_attention
+from ..feature_maps import feature_map
+from .linear import DEFAULT_CHUNK
 
 
 def _check(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> None:
     if q.dim() != 4 or k.shape != q.shape or v.shape[:-1] != q.shape[:-1]:
-        raise ValueError(f"expected q, k [B, H, L, d] and v [B, H, L, dv], got {tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}")
-    if key_padding_mask is not None:
-        if key_padding_mask.dtype != torch.bool or key_padding_mask.shape != (q.shape[0], q.shape[2]):
-            raise ValueError(f"key_padding_mask must be bool [B, L] = {[q.shape[0], q.shape[2]]}, got {key_padding_mask.dtype} {list(key_padding_mask.shape)}")
+        shapes = f"{tuple(q.shape)}, {tuple(k.shape)}, {tuple(v.shape)}"
+        raise ValueError(f"expected q, k [B, H, L, d] and v [B, H, L, dv], got {shapes}")
+    expected = (q.shape[0], q.shape[2])
+    if key_padding_mask is not None and (key_padding_mask.dtype != torch.bool or key_padding_mask.shape != expected):
+        got = f"{key_padding_mask.dtype} {list(key_padding_mask.shape)}"
+        raise ValueError(f"key_padding_mask must be bool [B, L] = {list(expected)}, got {got}")
 
 
 def favor_attention(
@@ -41,7 +46,7 @@ def favor_attention(
     ``[H, M, d]``. Padded keys are removed from numerator and normalizer alike. Inputs in bf16/fp16 (or
     under autocast) are computed in float32 and the result is cast back to the input dtype.
     """
-    check_kernel(kernel)
+    features = feature_map(kernel)
     _check(q, k, v, key_padding_mask)
     out_dtype = q.dtype
     with torch.autocast(q.device.type, enabled=False):
@@ -49,12 +54,7 @@ def favor_attention(
         q, k, v = q.to(work), k.to(work), v.to(work)
         if key_padding_mask is not None:
             v = v.masked_fill(key_padding_mask[:, None, :, None], 0.0)
-        if kernel == "softmax":  # the main path: features and attention in one function
-            out = favor_positive(q, k, v, projection, key_padding_mask=key_padding_mask, causal=causal, chunk=chunk_size)
-        else:
-            qf = query_features(q, projection, kernel)
-            kf = key_features(k, projection, kernel, key_padding_mask)
-            out = linear_attention(qf, kf, v, causal=causal, chunk=chunk_size)
+        out = features.attention(q, k, v, projection, key_padding_mask=key_padding_mask, causal=causal, chunk=chunk_size)
     return out.to(out_dtype)
 
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from protein_performer.attention import FavorAttention, SoftmaxAttention
-from protein_performer.attention.naive import favor_attention_naive
+from protein_performer.attention.ops.naive import favor_attention_naive
 
 
 def test_projection_is_a_saved_buffer_and_forward_never_redraws():

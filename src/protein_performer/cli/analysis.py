@@ -1,27 +1,20 @@
-"""The ``analyze`` and ``report`` commands (parsers and thin calls into ``protein_performer.analysis``)."""
+"""``analyze`` and ``report``: the paper's analyses and a run's report page."""
 
 from __future__ import annotations
 
 import argparse
 
-from .errors import UserError
-
-# What a user's bad input raises below: a missing file or an output path that cannot be written
-# (OSError), a malformed FASTA or JSON or a bad value (ValueError; JSONDecodeError is one).
-USER_ERRORS = (OSError, ValueError)
+from ..errors import UserError
 
 
 def _approximation(args: argparse.Namespace) -> int:
-    from .analysis.pipeline import run_approximation
+    from ..analysis.pipeline import run_approximation
 
     if args.checkpoint is None and (args.fasta is not None or args.max_length is not None):
         raise UserError("--fasta and --max-length choose the proteins of --checkpoint: give --checkpoint too")
-    try:
-        result = run_approximation(args.out, samples=args.samples, length=args.length, dim=args.dim, feature_counts=args.features,
-                                   seed=args.seed, checkpoint=args.checkpoint, fasta=args.fasta, max_length=1024 if args.max_length is None else args.max_length,
-                                   progress=not args.quiet)
-    except USER_ERRORS as err:
-        raise UserError(str(err)) from None
+    result = run_approximation(args.out, samples=args.samples, length=args.length, dim=args.dim, feature_counts=args.features,
+                               seed=args.seed, checkpoint=args.checkpoint, fasta=args.fasta, max_length=1024 if args.max_length is None else args.max_length,
+                               progress=not args.quiet)
     for source in ("random", "checkpoint"):
         if source not in result:
             continue
@@ -36,21 +29,18 @@ def _approximation(args: argparse.Namespace) -> int:
 
 
 def _attention_maps(args: argparse.Namespace) -> int:
-    from .analysis.attention_maps import BPT1_BOVIN
-    from .analysis.pipeline import find_sequence, run_attention_maps
+    from ..analysis.attention_maps import BPT1_BOVIN
+    from ..analysis.pipeline import find_sequence, run_attention_maps
 
     if args.fasta and not args.id:
         raise UserError("--fasta needs --id: the record whose attention to show")
     if args.id and not args.fasta:
         raise UserError("--id needs --fasta: the file to find the record in")
-    try:
-        if args.fasta:
-            sequence, name = find_sequence(args.fasta, args.id), args.id
-        else:
-            sequence, name = (args.sequence, "sequence") if args.sequence is not None else (BPT1_BOVIN, "BPT1_BOVIN")
-        result = run_attention_maps(args.out, args.checkpoint, sequence=sequence, name=args.name or name, start=args.start, window=args.window)
-    except USER_ERRORS as err:
-        raise UserError(str(err)) from None
+    if args.fasta:
+        sequence, name = find_sequence(args.fasta, args.id), args.id
+    else:
+        sequence, name = (args.sequence, "sequence") if args.sequence is not None else (BPT1_BOVIN, "BPT1_BOVIN")
+    result = run_attention_maps(args.out, args.checkpoint, sequence=sequence, name=args.name or name, start=args.start, window=args.window)
     print(f"{result['name']}: residues {result['start'] + 1}-{result['start'] + result['window']} of {result['length']}, "
           f"{len(result['heads'])} layers x {len(result['heads'][0])} heads")
     print(f"{'layer':>6}{'head':>6}{'local':>8}{'top column':>12}{'mean |i-j|':>12}")
@@ -62,13 +52,10 @@ def _attention_maps(args: argparse.Namespace) -> int:
 
 
 def _similarity(args: argparse.Namespace) -> int:
-    from .analysis.pipeline import run_similarity
+    from ..analysis.pipeline import run_similarity
 
-    try:
-        result = run_similarity(args.out, args.checkpoint, fasta=args.fasta, sequences=args.sequences, max_length=args.max_length,
-                                label=args.label, progress=not args.quiet)
-    except USER_ERRORS as err:
-        raise UserError(str(err)) from None
+    result = run_similarity(args.out, args.checkpoint, fasta=args.fasta, sequences=args.sequences, max_length=args.max_length,
+                            label=args.label, progress=not args.quiet)
     c = result["comparison"]
     print(f"{result['label']}: Spearman correlation with BLOSUM62 {c['spearman']:.4f} (p = {c['p_value']:.3g}) over {c['pairs']} "
           f"amino-acid pairs; {result['sequences']} sequences, {result['residues']:,} residues, {result['heads']} heads")
@@ -77,17 +64,14 @@ def _similarity(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .analysis.report import write_report
+    from ..analysis.report import write_report
 
-    try:
-        path = write_report(args.run, args.out, analysis=args.analysis, figures=args.figures, evaluate_run=not args.no_evaluate)
-    except USER_ERRORS as err:
-        raise UserError(str(err)) from None
+    path = write_report(args.run, args.out, analysis=args.analysis, figures=args.figures, evaluate_run=not args.no_evaluate)
     print(f"wrote {path}")
     return 0
 
 
-def add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
+def add_parsers(sub: argparse._SubParsersAction) -> None:
     analyze = sub.add_parser("analyze", help="the paper's analyses as figures and numbers (approximation, attention-maps, similarity)")
     which = analyze.add_subparsers(dest="analysis", required=True)
 
@@ -102,7 +86,7 @@ def add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
     approx.add_argument("--max-length", type=int, help="crop the proteins to this many residues (with --checkpoint; default 1024)")
     approx.add_argument("--seed", type=int, default=0)
     approx.add_argument("--quiet", action="store_true", help="no progress bar")
-    approx.set_defaults(func=_approximation)
+    approx.set_defaults(func=_approximation, parser=approx)
 
     maps = which.add_parser("attention-maps", help="attention of every layer and head over a window of one sequence")
     maps.add_argument("--checkpoint", required=True, help="model directory")
@@ -114,7 +98,7 @@ def add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
     maps.add_argument("--window", type=int, default=256, help="residues in the window")
     maps.add_argument("--name", help="name in the output files and titles (default: the id, or 'sequence')")
     maps.add_argument("--out", default="runs/analysis", help="output folder")
-    maps.set_defaults(func=_attention_maps)
+    maps.set_defaults(func=_attention_maps, parser=maps)
 
     sim = which.add_parser("similarity", help="amino-acid similarity from attention (Vig et al. 2020) against BLOSUM62")
     sim.add_argument("--checkpoint", required=True, help="model directory")
@@ -124,7 +108,7 @@ def add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
     sim.add_argument("--label", help="name in the output files and titles (default: the checkpoint folder's name)")
     sim.add_argument("--out", default="runs/analysis", help="output folder")
     sim.add_argument("--quiet", action="store_true", help="no progress bar")
-    sim.set_defaults(func=_similarity)
+    sim.set_defaults(func=_similarity, parser=sim)
 
     report = sub.add_parser("report", help="one self-contained HTML page for a run: curves, evaluation, analysis and benchmark figures")
     report.add_argument("--run", required=True, help="training run directory")
@@ -132,4 +116,4 @@ def add_analysis_parsers(sub: argparse._SubParsersAction) -> None:
     report.add_argument("--analysis", help="folder of analysis outputs to include (PNG + JSON)")
     report.add_argument("--figures", default="docs/figures", help="benchmark plots to include (skipped when missing)")
     report.add_argument("--no-evaluate", action="store_true", help="skip evaluating the model on the test split")
-    report.set_defaults(func=_report)
+    report.set_defaults(func=_report, parser=report)

@@ -18,6 +18,11 @@ from torch import Tensor
 DEFAULT_CHUNK = 128
 
 
+def finite_or_zero(stab: Tensor) -> Tensor:
+    """A feature stabilizer of 0 where every key is padding (its features are then all zero)."""
+    return stab.masked_fill(~torch.isfinite(stab), 0.0)
+
+
 def causal_product(q: Tensor, k: Tensor, v: Tensor, *, chunk: int = DEFAULT_CHUNK, reverse: bool = False) -> Tensor:
     """``out_i = Σ_{j ≤ i} (q_i·k_j) v_j`` (``j ≥ i`` with ``reverse=True``), without normalization.
 
@@ -57,11 +62,12 @@ def causal_product(q: Tensor, k: Tensor, v: Tensor, *, chunk: int = DEFAULT_CHUN
     return out[..., :length, :] if pad else out
 
 
-def _with_ones(v: Tensor) -> Tensor:
+def with_ones(v: Tensor) -> Tensor:
+    """``[..., D] → [..., D+1]``: V with the normalizer's column of ones appended."""
     return torch.cat([v, v.new_ones(v.shape[:-1] + (1,))], dim=-1)
 
 
-def _normalize(u: Tensor) -> tuple[Tensor, Tensor]:
+def normalize(u: Tensor) -> tuple[Tensor, Tensor]:
     """Split ``[..., D+1]`` into ``num / den``; a denominator that underflowed to exactly 0 gives 0."""
     den = u[..., -1:]
     den = den.masked_fill(den == 0, 1.0)
@@ -71,12 +77,12 @@ def _normalize(u: Tensor) -> tuple[Tensor, Tensor]:
 class _LinearAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, qf: Tensor, kf: Tensor, v: Tensor, causal: bool, chunk: int) -> Tensor:
-        ve = _with_ones(v)  # [B, H, L, D+1]
+        ve = with_ones(v)  # [B, H, L, D+1]
         if causal:
             u = causal_product(qf, kf, ve, chunk=chunk)
         else:
             u = torch.matmul(qf, torch.matmul(kf.transpose(-1, -2), ve))  # Q′ (K′ᵀ [V 1])
-        out, den = _normalize(u)
+        out, den = normalize(u)
         ctx.save_for_backward(qf, kf, v, out, den)
         ctx.causal, ctx.chunk = causal, chunk
         return out
@@ -86,7 +92,7 @@ class _LinearAttention(torch.autograd.Function):
         qf, kf, v, out, den = ctx.saved_tensors
         # dL/dU for U = [num, den]: num-part g/den, den-part −Σ_d g·out / den.
         gu = torch.cat([grad_out, -(grad_out * out).sum(-1, keepdim=True)], dim=-1).div_(den)
-        ve = _with_ones(v)
+        ve = with_ones(v)
         if ctx.causal:
             c = ctx.chunk
             grad_q = causal_product(gu, ve, kf, chunk=c)  # Σ_{j≤i} (g_i·ve_j) k′_j

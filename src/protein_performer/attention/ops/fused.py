@@ -1,9 +1,9 @@
 """FAVOR+ (positive softmax features) as one autograd function: feature maps and attention together.
 
-Same math as ``features.query_features``/``key_features`` followed by ``linear.linear_attention``, but
-with the backward pass written out, so that the feature maps cost no extra ``[B, H, L, M]`` tensors:
-forward keeps the two feature tensors it needs anyway, backward reuses two buffers in place. With
-x̃ = x·s, s = d^(-1/4), ``p = x̃ Wᵀ`` and features ``exp(p − ‖x̃‖²/2 − c)``:
+Same math as ``feature_maps.PositiveSoftmax``'s ``query_features``/``key_features`` followed by
+``linear.linear_attention``, but with the backward pass written out, so that the feature maps cost no
+extra ``[B, H, L, M]`` tensors: forward keeps the two feature tensors it needs anyway, backward reuses
+two buffers in place. With x̃ = x·s, s = d^(-1/4), ``p = x̃ Wᵀ`` and features ``exp(p − ‖x̃‖²/2 − c)``:
 
 - dL/dq = s·(dq′ ⊙ q′) W (the query row constant c and ‖q̃‖²/2 cancel in the ratio; treating them as
   constants gives the exact gradient because the output does not depend on them);
@@ -18,8 +18,7 @@ import math
 import torch
 from torch import Tensor
 
-from .features import finite_or_zero
-from .linear import _normalize, _with_ones, causal_product
+from .linear import causal_product, finite_or_zero, normalize, with_ones
 
 
 class _FavorPositive(torch.autograd.Function):
@@ -35,14 +34,14 @@ class _FavorPositive(torch.autograd.Function):
         if pad is not None:
             kf.masked_fill_(pad, -math.inf)
         kf.sub_(finite_or_zero(kf.amax(dim=(-2, -1), keepdim=True))).exp_()
-        ve = _with_ones(v)  # [B, H, L, D+1]: the normalizer rides along as a ones column
+        ve = with_ones(v)  # [B, H, L, D+1]: the normalizer rides along as a ones column
         state = None
         if causal:
             u = causal_product(qf, kf, ve, chunk=chunk)
         else:
             state = torch.matmul(kf.transpose(-1, -2), ve)  # [B, H, M, D+1]
             u = torch.matmul(qf, state)
-        out, den = _normalize(u)
+        out, den = normalize(u)
         ctx.save_for_backward(qf, kf, k, ve, w, out, den, state)
         ctx.causal, ctx.chunk = causal, chunk
         return out

@@ -1,0 +1,139 @@
+"""Plain references that write attention matrices out, and the one home of that math.
+
+Slow and quadratic on purpose: the fast paths are tested against these. The analyses look at the same
+matrices, so the parts of them they read also live here, computed the same way: a block of query rows
+of the masked softmax (``softmax_attention_rows``, behind every exact matrix, window and column sum),
+a W×W window, and the attention each key receives (column sums). For FAVOR those come from a layer's
+own stabilized features (``favor_window``, ``favor_received``) in O(L·M + W²·M), without the L×L matrix.
+
+Shapes: q, k ``[B, H, L, d]`` (``[L, d]`` works too when there is no padding mask); features
+``[B, H, L, M]``; ``key_padding_mask`` bool ``[B, L]``, True at padding; matrices ``[B, H, L, L]``,
+row blocks ``[B, H, R, L]``, windows ``[B, H, W, W]``, column sums ``[B, H, L]``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from ..feature_maps import random_features
+
+ROW_BLOCK = 256
+
+
+def _mask_scores(scores: Tensor, start: int, causal: bool, key_padding_mask: Tensor | None, fill: float) -> Tensor:
+    """Fill ``scores`` ``[..., R, L]`` (query rows ``start .. start + R − 1``) at padded keys and, when
+    causal, at keys after the query."""
+    if key_padding_mask is not None:
+        scores = scores.masked_fill(key_padding_mask[:, None, None, :], fill)
+    if causal:
+        rows = torch.arange(start, start + scores.shape[-2], device=scores.device)[:, None]
+        scores = scores.masked_fill(torch.arange(scores.shape[-1], device=scores.device)[None, :] > rows, fill)
+    return scores
+
+
+# -- exact softmax attention ----------------------------------------------------------------------------
+def softmax_attention_rows(q: Tensor, k: Tensor, start: int, end: int, *, causal: bool = False,
+                           key_padding_mask: Tensor | None = None) -> Tensor:
+    """Query rows ``[start, end)`` of ``softmax(q kᵀ/√d)`` over unmasked keys: ``[B, H, end − start, L]``."""
+    scores = torch.matmul(q[..., start:end, :], k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
+    return torch.softmax(_mask_scores(scores, start, causal, key_padding_mask, -math.inf), dim=-1)
+
+
+def softmax_attention_matrix(q: Tensor, k: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None) -> Tensor:
+    """``softmax(q kᵀ/√d)`` ``[B, H, L, L]`` over unmasked keys."""
+    return softmax_attention_rows(q, k, 0, q.shape[-2], causal=causal, key_padding_mask=key_padding_mask)
+
+
+def softmax_attention_naive(
+    q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
+) -> Tensor:
+    """``softmax(q kᵀ/√d) v`` with the L×L matrix written out."""
+    return torch.matmul(softmax_attention_matrix(q, k, causal=causal, key_padding_mask=key_padding_mask), v)
+
+
+def softmax_window(q: Tensor, k: Tensor, start: int, window: int, *, causal: bool = False,
+                   key_padding_mask: Tensor | None = None) -> Tensor:
+    """Rows and columns ``[start, start + window)`` of ``softmax(q kᵀ/√d)`` (rows over all keys), in
+    O(W·L); a window running past the end is cut there."""
+    end = min(start + window, q.shape[-2])
+    return softmax_attention_rows(q, k, start, end, causal=causal, key_padding_mask=key_padding_mask)[..., start:end]
+
+
+def softmax_received(q: Tensor, k: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None) -> Tensor:
+    """``Σ_i A_ij`` ``[B, H, L]`` for ``A = softmax(q kᵀ/√d)`` over real keys and real queries,
+    ``ROW_BLOCK`` query rows at a time (memory O(ROW_BLOCK·L))."""
+    length = q.shape[-2]
+    received = torch.zeros(q.shape[:-1], dtype=q.dtype, device=q.device)
+    for start in range(0, length, ROW_BLOCK):
+        end = min(start + ROW_BLOCK, length)
+        attn = softmax_attention_rows(q, k, start, end, causal=causal, key_padding_mask=key_padding_mask)
+        if key_padding_mask is not None:
+            attn = attn.masked_fill(key_padding_mask[:, None, start:end, None], 0.0)
+        received += attn.sum(-2)
+    return received
+
+
+# -- FAVOR ----------------------------------------------------------------------------------------------
+def favor_attention_matrix(
+    q: Tensor,
+    k: Tensor,
+    projection: Tensor,
+    *,
+    kernel: str = "softmax",
+    causal: bool = False,
+    key_padding_mask: Tensor | None = None,
+) -> Tensor:
+    """The row-normalized L×L attention matrix ``[B, H, L, L]`` that FAVOR implicitly applies:
+    ``A_ij = φ(q_i)ᵀφ(k_j) / Σ_j' φ(q_i)ᵀφ(k_j')`` over unmasked keys (the paper's features)."""
+    scores = torch.matmul(random_features(q, projection, kernel), random_features(k, projection, kernel).transpose(-1, -2))
+    scores = _mask_scores(scores, 0, causal, key_padding_mask, 0.0)
+    return scores / scores.sum(-1, keepdim=True)
+
+
+def favor_attention_naive(
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    projection: Tensor,
+    *,
+    kernel: str = "softmax",
+    causal: bool = False,
+    key_padding_mask: Tensor | None = None,
+) -> Tensor:
+    """FAVOR through the explicit L×L product of the unstabilized features (run it in float64)."""
+    attn = favor_attention_matrix(q, k, projection, kernel=kernel, causal=causal, key_padding_mask=key_padding_mask)
+    return torch.matmul(attn, v)
+
+
+def favor_window(qf: Tensor, kf: Tensor, start: int, window: int, *, causal: bool = False) -> Tensor:
+    """Rows and columns ``[start, start + window)`` of the normalized attention matrix implied by
+    query features ``qf`` and key features ``kf`` ``[B, H, L, M]`` (padded keys already zero):
+    ``A_ij = q′_i·k′_j / (q′_i·Σ_j' k′_j')``, the normalizer over the whole sequence (j' ≤ i when causal)."""
+    end = min(start + window, qf.shape[-2])
+    q = qf[..., start:end, :]
+    if causal:
+        totals = kf.cumsum(dim=-2)[..., start:end, :]  # Σ_{j ≤ i} k′_j for each query row of the window
+    else:
+        totals = kf.sum(dim=-2, keepdim=True)
+    scores = torch.matmul(q, kf[..., start:end, :].transpose(-1, -2))
+    if causal:
+        scores = scores.masked_fill(torch.ones_like(scores, dtype=torch.bool).triu(1), 0.0)
+    return scores / (q * totals).sum(-1, keepdim=True)
+
+
+def favor_received(qf: Tensor, kf: Tensor, *, causal: bool = False, query_mask: Tensor | None = None) -> Tensor:
+    """``Σ_i A_ij`` ``[B, H, L]``, the attention key j receives from all (unmasked) queries, for the
+    matrix implied by features ``qf``, ``kf`` ``[B, H, L, M]`` (padded keys already zero):
+    ``k′_j · Σ_i q′_i / (q′_i·Σ_j' k′_j')`` in O(L·M). ``query_mask`` bool ``[B, L]``, True at queries
+    to leave out (padding)."""
+    totals = kf.cumsum(dim=-2) if causal else kf.sum(dim=-2, keepdim=True)
+    weights = qf / (qf * totals).sum(-1, keepdim=True)  # q′_i / D_i
+    if query_mask is not None:
+        weights = weights.masked_fill(query_mask[:, None, :, None], 0.0)
+    if causal:  # key j hears only queries i ≥ j: a reverse cumulative sum
+        gathered = weights.flip(-2).cumsum(dim=-2).flip(-2)
+        return (kf * gathered).sum(-1)
+    return (kf * weights.sum(-2, keepdim=True)).sum(-1)

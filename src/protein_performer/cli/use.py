@@ -1,0 +1,125 @@
+"""``embed``, ``fill-mask``, ``score`` and ``probe``: using a trained model."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from ..data import DATA_DIR
+from ..inference.model import DEFAULT_TOKENS_PER_BATCH, PRECISIONS
+from ..inference.probe import CONTACT_FEATURES
+
+PDB_SLICE = DATA_DIR / "pdb_ss_dev_slice.jsonl.gz"
+
+
+def run_embed(args: argparse.Namespace) -> int:
+    from ..inference import load, write_embeddings
+
+    plm = load(args.checkpoint)
+    stats = write_embeddings(plm, args.fasta, args.out, layers=args.layers, per_residue=args.per_residue,
+                             tokens_per_batch=args.tokens_per_batch, precision=args.precision, progress=not args.quiet)
+    print(f"embedded {stats.written} sequences ({stats.residues:,} residues) in {stats.seconds:.1f} s, "
+          f"skipped {stats.skipped} already in {args.out}")
+    return 0
+
+
+def run_fill_mask(args: argparse.Namespace) -> int:
+    from ..inference import load
+
+    predictions = load(args.checkpoint).fill_mask(args.sequence, args.top_k)
+    if args.json:
+        print(json.dumps([p.as_dict() for p in predictions]))
+    else:
+        for p in predictions:
+            print(f"position {p.position}: " + "  ".join(f"{r} {q:.4f}" for r, q in zip(p.residues, p.probabilities)))
+    return 0
+
+
+def run_score(args: argparse.Namespace) -> int:
+    from ..inference import load, score_variants
+    from ..rundir import output_file
+
+    if not (args.mutations or args.mutations_csv or args.pseudo_perplexity):
+        raise ValueError("nothing to score: give --mutations A23G,L45P, --mutations-csv FILE or --pseudo-perplexity")
+    out = output_file(args.out) if args.out else None  # before any work
+    plm = load(args.checkpoint)
+    variants = None
+    if args.mutations or args.mutations_csv:
+        variants = score_variants(plm, args.sequence, mutations=args.mutations, mutations_csv=args.mutations_csv,
+                                  tokens_per_batch=args.tokens_per_batch)
+    else:
+        plm.tokenize(args.sequence)
+    pppl = plm.pseudo_perplexity(args.sequence, tokens_per_batch=args.tokens_per_batch) if args.pseudo_perplexity else None
+    if variants is not None:
+        if out is None:
+            variants.write_csv(sys.stdout)
+        else:
+            with open(out, "w", newline="") as handle:
+                variants.write_csv(handle)
+    if pppl is not None:
+        # beside a CSV on stdout, the pseudo-perplexity goes to stderr so that the CSV stays clean
+        print(f"pseudo-perplexity: {pppl:.4f}", file=sys.stderr if variants is not None and out is None else sys.stdout)
+    return 0
+
+
+def run_probe(args: argparse.Namespace) -> int:
+    from ..inference import load, read_chains, run_probes
+
+    plm = load(args.checkpoint)
+    result = run_probes(plm, read_chains(args.data), layer=args.layer, contact_features=args.contact_features,
+                        max_length=args.max_length, tokens_per_batch=args.tokens_per_batch)
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"{result['chains_train']} train / {result['chains_test']} test chains "
+          f"({result['residues_train']:,} / {result['residues_test']:,} residues), layer {result['layer']}")
+    label = f"contacts, top-L/5 |i-j|>=24 ({result['contact_features']})"
+    print(f"{'':46}{'model':>8}{'baseline':>10}")
+    print(f"{'secondary structure Q3':46}{result['q3']:>8.4f}{result['q3_baseline']:>10.4f}")
+    print(f"{'secondary structure Q8':46}{result['q8']:>8.4f}{result['q8_baseline']:>10.4f}")
+    print(f"{label:46}{result['contact_precision']:>8.4f}{result['contact_baseline']:>10.4f}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    emb = sub.add_parser("embed", help="embeddings of a FASTA file into HDF5, one group per sequence id")
+    emb.set_defaults(func=run_embed, parser=emb)
+    emb.add_argument("--checkpoint", required=True, help="model directory (config.json + model.safetensors)")
+    emb.add_argument("--fasta", required=True, help="FASTA file (plain or .gz)")
+    emb.add_argument("--out", required=True, help="HDF5 file; ids already complete in it are skipped")
+    emb.add_argument("--per-residue", action="store_true", help="also store the [L, E] per-residue embeddings")
+    emb.add_argument("--layers", type=int, nargs="+", default=[-1], help="layer indices (0: embedding, -1: final; default -1)")
+    emb.add_argument("--tokens-per-batch", type=int, default=DEFAULT_TOKENS_PER_BATCH,
+                     help="token budget of a batch (a longer sequence runs alone)")
+    emb.add_argument("--precision", choices=PRECISIONS, default="fp32")
+    emb.add_argument("--quiet", action="store_true", help="no progress bar")
+
+    fill = sub.add_parser("fill-mask", help="most likely residues at each <mask> of a sequence")
+    fill.set_defaults(func=run_fill_mask, parser=fill)
+    fill.add_argument("--checkpoint", required=True, help="model directory")
+    fill.add_argument("--sequence", required=True, help='sequence with <mask> tokens, e.g. "MKT<mask>LL"')
+    fill.add_argument("--top-k", type=int, default=5)
+    fill.add_argument("--json", action="store_true", help="print one JSON list")
+
+    score = sub.add_parser("score", help="masked-marginal variant scores log p(mutant) - log p(wild type); pseudo-perplexity")
+    score.set_defaults(func=run_score, parser=score)
+    score.add_argument("--checkpoint", required=True, help="model directory")
+    score.add_argument("--sequence", required=True, help="wild-type sequence")
+    which = score.add_mutually_exclusive_group()
+    which.add_argument("--mutations", help="comma-separated, 1-based, e.g. A23G,L45P,A23G:L45P (':' joins a multi-mutant)")
+    which.add_argument("--mutations-csv", help="CSV file with a 'mutant' column (fair-esm convention)")
+    score.add_argument("--pseudo-perplexity", action="store_true", help="also print the sequence's pseudo-perplexity")
+    score.add_argument("--out", help="write the scores CSV here instead of stdout")
+    score.add_argument("--tokens-per-batch", type=int, default=DEFAULT_TOKENS_PER_BATCH)
+
+    probe = sub.add_parser("probe", help="secondary-structure and contact probes of frozen embeddings, beside baselines")
+    probe.set_defaults(func=run_probe, parser=probe)
+    probe.add_argument("--checkpoint", required=True, help="model directory")
+    probe.add_argument("--data", default=str(PDB_SLICE),
+                       help="JSON lines of PDB chains (id, sequence, dssp8, ca_centi_angstrom); default: the embedded 60-chain slice")
+    probe.add_argument("--layer", type=int, default=-1, help="layer of the secondary-structure probe (default -1: final)")
+    probe.add_argument("--contact-features", choices=CONTACT_FEATURES, default="attention")
+    probe.add_argument("--max-length", type=int, default=1024, help="crop chains to this length for the contact probe")
+    probe.add_argument("--tokens-per-batch", type=int, default=DEFAULT_TOKENS_PER_BATCH)
+    probe.add_argument("--json", action="store_true", help="print one JSON object")

@@ -1,0 +1,283 @@
+"""Files on disk: the run directory, and the one way each of its files is written and read.
+
+Everything that reads or writes a model or a training run asks :class:`RunDir` for its paths, so a
+file's name is spelled once, here. Layout of a run directory ``DIR``::
+
+    DIR/config.json, DIR/model.safetensors   the model (what :func:`protein_performer.load` reads)
+    DIR/train_config.json                    the training settings (a run, not a bare model)
+    DIR/frequencies.json                     the training split's token frequencies (the baseline)
+    DIR/metrics.jsonl, training_curves.png   the training log and its plot; DIR/tensorboard/
+    DIR/checkpoints/step-0000100/            a complete checkpoint: the model files, the training
+                                             settings and the trainer state (trainer_state.*)
+    DIR/checkpoints/latest                   the name of the newest complete checkpoint
+
+Why every write goes through :func:`atomic_write`: a file is written under a temporary name, flushed
+to disk and renamed over the old one (``os.replace``), so a ``kill -9`` at any moment leaves either the
+old file or the new one, never half of one. A checkpoint is a folder written the same way, and only
+then does ``latest`` move. Tensors are safetensors (never pickled: loading cannot run code).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor, nn
+
+from .model import PerformerConfig, PerformerLM
+
+CONFIG = "config.json"
+WEIGHTS = "model.safetensors"
+TRAIN_CONFIG = "train_config.json"
+FREQUENCIES = "frequencies.json"
+METRICS = "metrics.jsonl"
+CURVES = "training_curves.png"
+TENSORBOARD = "tensorboard"
+CHECKPOINTS = "checkpoints"
+LATEST = "latest"
+STATE_TENSORS, STATE_JSON = "trainer_state.safetensors", "trainer_state.json"
+# What a model carries beyond its weights: what evaluate needs to score it as its run did.
+COMPANIONS = (TRAIN_CONFIG, FREQUENCIES)
+KEEP_CHECKPOINTS = 2
+# The LM head shares the token embedding's tensor: safetensors refuses shared storage, and loading re-ties it.
+TIED = "lm_head.embedding.weight"
+
+
+# ---- one atomic write ------------------------------------------------------------------------------
+def fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (renames into it) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: str | os.PathLike, content: str | bytes | Callable[[Path], None]) -> Path:
+    """Write ``path`` all at once: text, bytes, or ``content(tmp)`` writing a temporary file (keeping
+    ``path``'s suffix, so that writers that go by it, such as matplotlib, write the right format)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    if callable(content):
+        content(tmp)
+    else:
+        with open(tmp, "w" if isinstance(content, str) else "wb") as f:
+            f.write(content)
+    with open(tmp, "rb+") as f:
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def write_json(path: str | os.PathLike, value: dict | list) -> Path:
+    return atomic_write(path, json.dumps(value, indent=2) + "\n")
+
+
+def output_file(path: str | os.PathLike) -> Path:
+    """A file to write, checked before any work: not a folder; its folder created."""
+    path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"`out` {path} is a folder: give the file to write")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OSError(f"`out` {path} cannot be written ({err})") from None
+    return path
+
+
+# ---- readers with one-line errors --------------------------------------------------------------------
+def read_json_object(path: str | os.PathLike, text: str | None = None) -> dict:
+    """The JSON object in ``path`` (or in ``text``, one line of it); ``ValueError`` naming the file."""
+    path = Path(path)
+    try:
+        value = json.loads(path.read_text() if text is None else text)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err})") from None
+    if not isinstance(value, dict):
+        raise ValueError(f"{path} holds {type(value).__name__}, not a JSON object")
+    return value
+
+
+def read_safetensors(path: str | os.PathLike) -> dict[str, Tensor]:
+    """All tensors of one safetensors file; ``FileNotFoundError`` / ``ValueError`` naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found")
+    try:
+        return load_file(str(path))
+    except Exception as err:  # SafetensorError: a damaged or truncated file
+        raise ValueError(f"{path} is not a readable safetensors file ({err}): it is corrupt or incomplete") from None
+
+
+def write_safetensors(path: str | os.PathLike, tensors: dict[str, Tensor]) -> Path:
+    tensors = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
+    return atomic_write(path, lambda tmp: save_file(tensors, str(tmp)))
+
+
+# ---- the run directory -----------------------------------------------------------------------------
+class RunDir:
+    """A model or training-run directory (also each checkpoint folder inside one): names its files,
+    reads and writes them. ``RunDir(path)`` touches nothing on disk."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    config = property(lambda self: self.path / CONFIG)
+    weights = property(lambda self: self.path / WEIGHTS)
+    train_config = property(lambda self: self.path / TRAIN_CONFIG)
+    frequencies = property(lambda self: self.path / FREQUENCIES)
+    metrics = property(lambda self: self.path / METRICS)
+    curves = property(lambda self: self.path / CURVES)
+    tensorboard = property(lambda self: self.path / TENSORBOARD)
+    checkpoints = property(lambda self: self.path / CHECKPOINTS)
+    state_tensors = property(lambda self: self.path / STATE_TENSORS)
+    state_json = property(lambda self: self.path / STATE_JSON)
+
+    # -- what is there ---------------------------------------------------------------------------------
+    def has_model(self) -> bool:
+        return self.config.is_file() and self.weights.is_file()
+
+    def is_run(self) -> bool:
+        """A training run (its settings are recorded), possibly without a checkpoint yet."""
+        return self.train_config.is_file()
+
+    def latest_checkpoint(self) -> RunDir | None:
+        """The newest complete checkpoint, or None."""
+        pointer = self.checkpoints / LATEST
+        if not pointer.exists():
+            return None
+        checkpoint = RunDir(self.checkpoints / pointer.read_text().strip())
+        return checkpoint if checkpoint.state_json.exists() else None
+
+    # -- model ---------------------------------------------------------------------------------------
+    def read_config(self) -> PerformerConfig:
+        """``config.json``; ``FileNotFoundError`` / ``ValueError`` naming the file."""
+        return PerformerConfig.load(self.config)
+
+    def write_model(self, tensors: dict[str, Tensor], config: PerformerConfig) -> None:
+        """``config.json`` and ``model.safetensors`` from a state dict (e.g. one consolidated from
+        shards), each replaced atomically."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.write_config(config)
+        write_safetensors(self.weights, {k: v for k, v in tensors.items() if k != TIED})
+        fsync_dir(self.path)
+
+    def write_config(self, config: PerformerConfig) -> None:
+        write_json(self.config, config.to_dict())
+
+    def load_weights(self, model: nn.Module) -> None:
+        """``model.safetensors`` into ``model``; ``ValueError`` when names or shapes differ."""
+        tensors = read_safetensors(self.weights)
+        expected = model.state_dict()
+        wrong = [f"{k} is {tuple(v.shape)}, the model's {tuple(expected[k].shape)}"
+                 for k, v in tensors.items() if k in expected and v.shape != expected[k].shape]
+        if wrong:
+            raise ValueError(f"{self.weights} does not match the model's config: {wrong[0]}"
+                             + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""))
+        missing, unexpected = model.load_state_dict(tensors, strict=False)
+        missing = [k for k in missing if k != TIED]
+        if missing or unexpected:
+            raise ValueError(f"{self.weights} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
+
+    def load_model(self) -> PerformerLM:
+        """The model in eval mode; ``FileNotFoundError`` / ``ValueError`` name the file and the fix."""
+        for path in (self.config, self.weights):
+            if not path.is_file():
+                raise FileNotFoundError(f"{path} not found: give a model directory written by `protein-performer train` "
+                                        f"or `convert` (config.json + model.safetensors)")
+        model = PerformerLM(self.read_config())
+        self.load_weights(model)
+        return model.eval()
+
+    # -- training records ----------------------------------------------------------------------------
+    def read_train_config(self) -> dict | None:
+        return read_json_object(self.train_config) if self.train_config.exists() else None
+
+    def write_train_config(self, values: dict) -> None:
+        write_json(self.train_config, values)
+
+    def read_frequencies(self) -> list[float] | None:
+        return read_json_object(self.frequencies)["frequencies"] if self.frequencies.exists() else None
+
+    def write_frequencies(self, frequencies: list[float]) -> None:
+        write_json(self.frequencies, {"frequencies": frequencies})
+
+    def read_metrics(self) -> list[dict]:
+        """The training log, one record per logged step; ``ValueError`` naming file and line."""
+        if not self.metrics.exists():
+            return []
+        history = []
+        for number, line in enumerate(self.metrics.read_text().splitlines(), start=1):
+            if line.strip():
+                record = read_json_object(self.metrics, line)
+                if not isinstance(record.get("step"), int):
+                    raise ValueError(f"{self.metrics}, line {number}: no step number: not a metrics log of `protein-performer train`")
+                history.append(record)
+        return history
+
+    def write_metrics(self, history: list[dict]) -> None:
+        """Rewritten whole, so that a resumed run never shows a step twice."""
+        atomic_write(self.metrics, "".join(json.dumps(r) + "\n" for r in history))
+
+    def copy_companions(self, source: RunDir) -> None:
+        """The files beyond the weights that ``source`` has (training settings, frequencies)."""
+        for name in COMPANIONS:
+            if (source / name).is_file():
+                shutil.copyfile(source / name, self / name)
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def write_checkpoint(self, step: int, *, config: PerformerConfig, weights: dict[str, Tensor],
+                         state_tensors: dict[str, Tensor], state: dict, train_config: dict) -> RunDir:
+        """A complete checkpoint for ``step``: written into a temporary folder, renamed into place, then
+        ``latest`` moved; the run directory itself then holds the newest weights. Older checkpoints
+        beyond the last two are removed."""
+        root = self.checkpoints
+        root.mkdir(parents=True, exist_ok=True)
+        name = f"step-{step:07d}"
+        tmp = RunDir(root / f".{name}.tmp")
+        shutil.rmtree(tmp.path, ignore_errors=True)
+        tmp.write_model(weights, config)
+        write_safetensors(tmp.state_tensors, state_tensors)
+        atomic_write(tmp.state_json, json.dumps(state, indent=1) + "\n")
+        tmp.write_train_config(train_config)
+        fsync_dir(tmp.path)
+        final = root / name
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp.path, final)
+        fsync_dir(root)
+        atomic_write(root / LATEST, name + "\n")
+        fsync_dir(root)
+        self.write_model(weights, config)
+        complete = sorted(p for p in root.glob("step-*") if p.is_dir())
+        for old in complete[:-KEEP_CHECKPOINTS]:
+            shutil.rmtree(old, ignore_errors=True)
+        return RunDir(final)
+
+    def read_state(self) -> tuple[dict[str, Tensor], dict]:
+        """A checkpoint's trainer state: its tensors and its JSON part."""
+        return read_safetensors(self.state_tensors), read_json_object(self.state_json)
+
+
+def load_model(path: str | os.PathLike) -> PerformerLM:
+    """A model directory (``config.json`` + ``model.safetensors``) → :class:`PerformerLM` in eval mode."""
+    return RunDir(path).load_model()
+
+
+def save_model(model: nn.Module, config: PerformerConfig, path: str | os.PathLike) -> None:
+    """``model``'s weights and ``config`` into ``path`` (created), each file replaced atomically."""
+    RunDir(path).write_model(model.state_dict(), config)
+
+
+__all__ = ["RunDir", "atomic_write", "load_model", "output_file", "read_json_object", "read_safetensors", "save_model", "write_json",
+           "write_safetensors"]

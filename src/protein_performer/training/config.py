@@ -1,0 +1,54 @@
+"""``TrainConfig``: the training settings, saved as ``train_config.json`` beside the model.
+
+Errors name a setting in backquotes (``batch_size``); the command line shows it as its option.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+from ..data import DEFAULT_CORPUS_PATH
+
+PRECISIONS = ("bf16", "fp32")
+
+
+@dataclass
+class TrainConfig:
+    data: str = str(DEFAULT_CORPUS_PATH)
+    seq_len: int = 1024
+    concat: bool = False
+    batch_size: int = 32  # sequences per optimizer step (the global batch)
+    micro_batch_size: int = 8  # sequences per forward pass (gradient accumulation)
+    max_steps: int = 1000
+    lr: float = 1e-3
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.98
+    eps: float = 1e-9
+    clip_norm: float = 0.5
+    precision: str = "bf16"  # "bf16" autocast or "fp32"
+    save_every: int = 200
+    eval_every: int = 200
+    eval_sequences: int = 256
+    log_every: int = 10
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for name in ("seq_len", "batch_size", "micro_batch_size", "max_steps", "save_every", "eval_every", "eval_sequences",
+                     "log_every"):
+            if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
+                raise ValueError(f"invalid training setting: `{name}` must be a positive integer, got {getattr(self, name)!r}")
+        if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
+            raise ValueError(f"invalid training setting: `warmup_steps` must be 0 or more, got {self.warmup_steps!r}")
+        if not self.lr >= 0:
+            raise ValueError(f"invalid training setting: `lr` must be 0 or more, got {self.lr!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"invalid training setting: `precision` must be bf16 or fp32, got {self.precision!r}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def replace(self, **changes) -> TrainConfig:
+        return dataclasses.replace(self, **changes)

@@ -1,0 +1,98 @@
+"""Starting a training run: what ``DIR`` may be, whether the run resumes, and which model and settings
+it trains. Decided here, once, for the command line and for scripts alike.
+
+- ``DIR`` holding a complete checkpoint is continued only when asked to resume, with its own recorded
+  model and settings (only ``max_steps`` may be raised to train further); it is never started over.
+- Otherwise ``DIR`` must be new, empty, or (when resuming) a run killed before its first checkpoint,
+  which then starts from step 0: nothing of other files is ever overwritten.
+- A new run's model comes from ``init_from`` (a model directory: its config and weights), a config
+  file, or a preset, with options applied on top; ``init_from`` refuses options that would change
+  its architecture.
+
+Errors name settings in backquotes (``max_steps``); the command line shows them as its options.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from ..data import EncodedCorpus
+from ..model import PerformerConfig, preset
+from ..rundir import RunDir
+from .config import TrainConfig
+from .distributed import Distributed
+from .trainer import Trainer
+
+# Model settings that would change the architecture of a model that ``init_from`` brings along.
+ARCHITECTURE_SETTINGS = ("preset", "config", "attention", "kernel", "objective", "positions", "num_features")
+
+
+def _check_out(run: RunDir, *, resume: bool, init_from: str | os.PathLike | None) -> RunDir | None:
+    """The checkpoint to resume from, or None for a new run; ``ValueError`` if ``run`` cannot be used."""
+    checkpoint = run.latest_checkpoint()
+    out = run.path
+    if checkpoint is not None and not resume:
+        raise ValueError(f"{out} already holds a run (last checkpoint {checkpoint.path.name}); pass `resume` to continue it "
+                         f"or choose another `out`")
+    if checkpoint is not None and init_from:
+        raise ValueError(f"`init_from` starts a new run, but {out} holds one to `resume`: choose another `out`")
+    if checkpoint is None and os.environ.get("RANK", "0") == "0":  # rank 0 only: the others may see its first files
+        if out.exists() and not out.is_dir():
+            raise ValueError(f"`out` {out} is a file: give a directory for the run")
+        if out.is_dir() and any(out.iterdir()) and not (resume and run.is_run()):
+            raise ValueError(f"`out` {out} holds files but no run to resume: give a new or empty directory")
+    return checkpoint
+
+
+def _new_model_config(*, init_from, config, preset_name, model_options: dict, train_config: TrainConfig) -> PerformerConfig:
+    if init_from:
+        chosen = {"preset": preset_name, "config": config, **model_options}
+        given = [name for name in ARCHITECTURE_SETTINGS if chosen.get(name) is not None]
+        if given:
+            raise ValueError(f"`{given[0]}` would change the model that `init_from` {init_from} brings; to change its "
+                             f"attention, convert it first (protein-performer convert)")
+        source = RunDir(init_from)
+        if not source.config.is_file():
+            raise FileNotFoundError(f"{source.config} not found: `init_from` takes a model directory (config.json + model.safetensors)")
+        model_config = source.read_config().replace(**model_options)
+    elif config:
+        model_config = PerformerConfig.load(config).replace(**model_options)
+    else:
+        model_config = preset(preset_name or "tiny", **model_options)
+    if model_config.positions == "learned" and train_config.seq_len > model_config.max_len:
+        if init_from:
+            raise ValueError(f"`seq_len` {train_config.seq_len} is longer than the learned positions of {init_from} "
+                             f"({model_config.max_len} tokens): pass `seq_len` {model_config.max_len} or less")
+        model_config = model_config.replace(max_len=train_config.seq_len)
+    return model_config
+
+
+def start_training(out: str | os.PathLike, *, resume: bool = False, init_from: str | os.PathLike | None = None,
+                   config: str | os.PathLike | None = None, preset_name: str | None = None,
+                   model_options: dict | None = None, train_options: dict | None = None, skip_invalid: bool = False,
+                   fsdp: bool = False, dist: Distributed | None = None) -> Trainer:
+    """A :class:`Trainer` for run directory ``out``, resumed or new (see the module docstring).
+
+    ``model_options``: :class:`~protein_performer.model.PerformerConfig` fields to set on a new run's
+    model; ``train_options``: :class:`TrainConfig` fields (a resumed run takes only ``max_steps``).
+    Options that are None are not given. Raises ``ValueError`` / ``FileNotFoundError`` with one line."""
+    model_options = {k: v for k, v in (model_options or {}).items() if v is not None}
+    train_options = {k: v for k, v in (train_options or {}).items() if v is not None}
+    run = RunDir(out)
+    checkpoint = _check_out(run, resume=resume, init_from=init_from)
+    if checkpoint is not None:
+        model_config = checkpoint.read_config()
+        tc = TrainConfig(**checkpoint.read_train_config())
+        if "max_steps" in train_options:
+            tc.max_steps = train_options["max_steps"]
+    else:
+        tc = TrainConfig(**train_options)
+        model_config = _new_model_config(init_from=init_from, config=config, preset_name=preset_name,
+                                         model_options=model_options, train_config=tc)
+    tc.micro_batch_size = min(tc.micro_batch_size, tc.batch_size)
+    corpus = EncodedCorpus.from_fasta(tc.data, skip_invalid=skip_invalid)
+    if len(corpus) == 0:
+        raise ValueError(f"{tc.data} holds no sequences: nothing to train on")
+    return Trainer(Path(out), model_config, tc, corpus=corpus, init_weights=init_from, checkpoint=checkpoint,
+                   dist=dist, fsdp=fsdp)
