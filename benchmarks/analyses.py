@@ -30,7 +30,7 @@ from protein_performer.analysis.pipeline import (
     write_approximation,
 )
 from protein_performer.analysis.report import write_report
-from protein_performer.training.evaluate import evaluate
+from protein_performer.training.evaluation import evaluate
 
 MODELS = ("exact-tiny", "favor-better", "favor-tiny")
 BETTER = "favor-better"

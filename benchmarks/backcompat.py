@@ -36,7 +36,7 @@ from protein_performer.data import DEFAULT_CORPUS_PATH, IGNORE_INDEX, EncodedCor
 from protein_performer.model import PerformerLM
 from protein_performer.training import TrainConfig, Trainer
 from protein_performer.training.checkpoint import load_checkpoint
-from protein_performer.training.evaluate import evaluate
+from protein_performer.training.evaluation import evaluate
 from protein_performer.training.trainer import make_collator, make_dataset, validate
 
 ROOT = Path(__file__).resolve().parents[1]

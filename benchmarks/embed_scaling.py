@@ -22,8 +22,7 @@ import resource
 import time
 from pathlib import Path
 
-from protein_performer.bench.plots import plot_scaling
-from protein_performer.bench.sweep import sweep
+from length_sweep import plot_scaling, sweep
 
 
 def rss_mib() -> float:

@@ -19,7 +19,7 @@ from protein_performer.data import DATA_DIR, EncodedCorpus
 from protein_performer.model import preset
 from protein_performer.training import TrainConfig, Trainer
 from protein_performer.training.checkpoint import latest_checkpoint
-from protein_performer.training.evaluate import evaluate
+from protein_performer.training.evaluation import evaluate
 
 MODELS = [  # (name, objective, attention, kernel)
     ("bidirectional Transformer", "mlm", "softmax", "softmax"),

@@ -1,37 +1,39 @@
-"""The attention benchmark's bookkeeping (FLOP counts, extrapolation, crossover) and one tiny in-process run."""
+"""The attention benchmark's bookkeeping (FLOP counts, extrapolation, crossover) and one tiny in-process run
+(``benchmarks/attention_bench``, on the path through pyproject's pytest ``pythonpath``)."""
 
 import math
 
 import pytest
-
-from protein_performer.bench import attention as bench
+from attention_bench.flops import favor_flops
+from attention_bench.scaling import crossover, predict
+from attention_bench.single import run_single
 
 
 def test_favor_flops_bidirectional():
     n, b, h, d, m = 1024, 1, 8, 64, 256
-    fwd, fb = bench.favor_flops(n, b, h, d, m, causal=False, chunk=128)
+    fwd, fb = favor_flops(n, b, h, d, m, causal=False, chunk=128)
     assert fwd == b * h * (4 * n * m * d + 4 * n * m * (d + 1))
     assert fb == b * h * (8 * n * m * d + 12 * n * m * (d + 1))
 
 
 def test_favor_flops_causal_counts_chunk_products():
     n, d, m, c = 2048, 64, 256, 128
-    fwd, fb = bench.favor_flops(n, 1, 1, d, m, causal=True, chunk=c)
+    fwd, fb = favor_flops(n, 1, 1, d, m, causal=True, chunk=c)
     attn = 2 * n * c * m + 2 * n * c * (d + 1) + 4 * n * m * (d + 1)
     assert fwd == 4 * n * m * d + attn
     assert fb == 8 * n * m * d + 3 * attn
     # shorter than one chunk: the chunk shrinks to L
-    small, _ = bench.favor_flops(64, 1, 1, d, m, causal=True, chunk=c)
+    small, _ = favor_flops(64, 1, 1, d, m, causal=True, chunk=c)
     assert small == 4 * 64 * m * d + 2 * 64 * 64 * m + 2 * 64 * 64 * (d + 1) + 4 * 64 * m * (d + 1)
 
 
 def test_predict_extrapolates_log_log_with_clamped_slope():
-    assert bench._predict([], 1024, 1.0) is None
-    assert bench._predict([(512, 1.0)], 1024, 1.0) == pytest.approx(2.0)
-    assert bench._predict([(512, 1.0)], 1024, 2.0) == pytest.approx(4.0)
+    assert predict([], 1024, 1.0) is None
+    assert predict([(512, 1.0)], 1024, 1.0) == pytest.approx(2.0)
+    assert predict([(512, 1.0)], 1024, 2.0) == pytest.approx(4.0)
     # measured slope 1.5 is used; a measured slope below the floor is raised to it
-    assert bench._predict([(256, 1.0), (512, 2 ** 1.5)], 1024, 1.0) == pytest.approx(2 ** 3)
-    assert bench._predict([(256, 1.0), (512, 1.1)], 1024, 1.0) == pytest.approx(2.2)
+    assert predict([(256, 1.0), (512, 2 ** 1.5)], 1024, 1.0) == pytest.approx(2 ** 3)
+    assert predict([(256, 1.0), (512, 1.1)], 1024, 1.0) == pytest.approx(2.2)
 
 
 def _row(method, n, t, direction="bidirectional", dtype="float32"):
@@ -40,18 +42,18 @@ def _row(method, n, t, direction="bidirectional", dtype="float32"):
 
 def test_crossover_interpolates_log_log():
     rows = [_row("ours", 512, 2.0), _row("sdpa", 512, 1.0), _row("ours", 1024, 1.0), _row("sdpa", 1024, 2.0)]
-    c = bench._crossover(rows, "float32", "bidirectional")
+    c = crossover(rows, "float32", "bidirectional")
     assert c["length"] == round(math.sqrt(512 * 1024))
-    assert bench._crossover(rows[:2], "float32", "bidirectional")["length"] is None
-    assert "not faster" in bench._crossover(rows[:2], "float32", "bidirectional")["note"]
-    assert "already faster" in bench._crossover(rows[2:], "float32", "bidirectional")["note"]
+    assert crossover(rows[:2], "float32", "bidirectional")["length"] is None
+    assert "not faster" in crossover(rows[:2], "float32", "bidirectional")["note"]
+    assert "already faster" in crossover(rows[2:], "float32", "bidirectional")["note"]
 
 
 def test_run_single_tiny_in_process():
     spec = {"method": "ours", "direction": "causal", "dtype": "float32", "length": 64, "batch": 1, "heads": 2,
             "head_dim": 16, "features": 32, "chunk_size": 16, "device": "cpu", "repeats": 1, "slow": False,
             "slow_run_s": 10.0, "seed": 0, "threads": None}
-    r = bench.run_single(spec)
+    r = run_single(spec)
     assert r["status"] == "ok"
     for part in ("fwd", "fwd_bwd"):
         assert r[part]["median_s"] > 0 and r[part]["runs"] == 1

@@ -17,10 +17,11 @@ from torch import Tensor
 
 from ..data import DEFAULT_ALPHABET, RESIDUE_LETTERS
 from ..model import PerformerConfig, PerformerLM
-from ..rundir import RunDir, read_json_object, read_safetensors
+from ..rundir import WEIGHTS, RunDir, read_json_object, read_safetensors
 
-# Hugging Face save_pretrained weight files, in the order they are looked for.
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
+# Hugging Face save_pretrained weight files, in the order they are looked for (its safetensors file is
+# named as ours).
+WEIGHT_FILES = (WEIGHTS, f"{WEIGHTS}.index.json", "pytorch_model.bin", "pytorch_model.bin.index.json")
 # Our special tokens and the names other vocabularies give them (ESM-2's, BERT's, RoBERTa's).
 SPECIAL_NAMES = {
     "<pad>": ("<pad>", "[PAD]"),

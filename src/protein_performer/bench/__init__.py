@@ -1,1 +1,0 @@
-"""Benchmarks (``protein-performer bench ...``)."""
