@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 # The CPU build of PyTorch (pyproject keeps torch>=2.4 for users with GPUs).
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: demo test install bench clean
+.PHONY: demo test test-fast lint install bench clean
 
 $(VENV)/.installed: pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
@@ -24,8 +24,16 @@ demo: install
 	$(PY) -m protein_performer train --out runs/demo $(DEMO_ARGS) --resume
 	$(PY) -m protein_performer evaluate --checkpoint runs/demo
 
-test: install
+# Everything (what CI runs): lint, then the whole suite.
+test: lint
 	$(PY) -m pytest
+
+# The developer's loop: the suite without the end-to-end subprocess tests (marked slow).
+test-fast: install
+	$(PY) -m pytest -m "not slow"
+
+lint: install
+	$(VENV)/bin/ruff check src tests benchmarks
 
 bench: install
 	$(PY) benchmarks/attention.py

@@ -51,7 +51,7 @@ def extract(package: Path, target: Path) -> Path:
         archive = zipfile.ZipFile(package)
         members = {name: (lambda n=name: archive.read(n)) for name in archive.namelist()}
     else:
-        archive = tarfile.open(package)
+        archive = tarfile.open(package)  # noqa: SIM115 (read lazily by the members below, closed at exit)
         members = {m.name: (lambda m=m: archive.extractfile(m).read()) for m in archive.getmembers() if m.isfile()}
     for suffix, name in MODEL_FILES.items():
         found = [m for m in members if m.endswith(suffix)]
@@ -86,14 +86,11 @@ def attention_scale(plm, sequences: list[str]) -> dict:
     model = plm.model
     for sequence in sequences:
         tokens = plm.tokenize(sequence)[None]
-        x = model._embed(tokens)
-        for block in model.blocks:
-            q, k, _ = block.attn._qkv(block.attention_input(x), model.rotary)  # [1, H, T, d]
+        for _, q, k, _ in model.attention_inputs(tokens):  # q, k [1, H, T, d] of each layer
             d = q.shape[-1]
             norms.append(torch.cat([q.pow(2).sum(-1).flatten(), k.pow(2).sum(-1).flatten()]) / d ** 0.5)
             logits = q @ k.transpose(-1, -2) / d ** 0.5
             spreads.append((logits.amax(-1) - logits.median(-1).values).flatten())
-            x = block(x, None, model.rotary)
     norms, spreads = torch.cat(norms), torch.cat(spreads)
     return {"qk_norm2_median": float(norms.median()), "qk_norm2_p99": float(norms.quantile(0.99)),
             "logit_spread_median": float(spreads.median())}

@@ -18,7 +18,7 @@ _HERE = str(Path(__file__).resolve().parent)
 if _HERE not in sys.path:
     sys.path.insert(0, _HERE)
 
-from attention_bench.options import build_parser, check_args, resolve_defaults
+from attention_bench.options import build_parser, check_args, resolve_defaults  # noqa: E402 (after the path)
 
 
 def main(argv: list[str] | None = None) -> int:

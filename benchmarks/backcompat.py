@@ -34,10 +34,10 @@ from torch.nn import functional as F
 from protein_performer.convert import convert_model
 from protein_performer.data import DEFAULT_CORPUS_PATH, IGNORE_INDEX, EncodedCorpus
 from protein_performer.model import PerformerLM
+from protein_performer.rundir import load_model
 from protein_performer.training import TrainConfig, Trainer
-from protein_performer.training.checkpoint import load_checkpoint
 from protein_performer.training.evaluation import evaluate
-from protein_performer.training.trainer import make_collator, make_dataset, validate
+from protein_performer.training.objective import make_collator, make_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,8 +76,7 @@ def finetune(run: Path, config, tc: TrainConfig, init: Path | None, corpus: Enco
     """Train ``run`` (from ``init``'s weights, or from scratch) and return the validation curve,
     step 0 included."""
     trainer = Trainer(run, config, tc, corpus=corpus, init_weights=init)
-    start = validate(trainer.model, trainer.valid_data, trainer.collator, batch_size=tc.micro_batch_size,
-                     max_sequences=tc.eval_sequences, precision=tc.precision)
+    start = trainer.validate()
     started = time.perf_counter()
     trainer.fit(progress=False)
     seconds = time.perf_counter() - started
@@ -156,7 +155,8 @@ def main() -> None:
     args = parser.parse_args()
     source_dir, out = Path(args.source), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    source, config = load_checkpoint(source_dir)
+    source = load_model(source_dir)
+    config = source.config
     if config.attention != "softmax":
         raise SystemExit(f"{source_dir} is not an exact-attention run (attention {config.attention!r})")
     tc = TrainConfig(**json.loads((source_dir / "train_config.json").read_text()))
@@ -165,11 +165,11 @@ def main() -> None:
 
     # 1. zero-shot
     convert_model(source_dir, out / "exact", attention="softmax", overwrite=True)
-    models = {"exact": load_checkpoint(out / "exact")[0]}
+    models = {"exact": load_model(out / "exact")}
     for m in args.features:
         for seed in range(args.seeds):
             convert_model(source_dir, out / f"favor-m{m}-s{seed}", num_features=m, seed=seed, overwrite=True)
-            models[f"favor-m{m}-s{seed}"] = load_checkpoint(out / f"favor-m{m}-s{seed}")[0]
+            models[f"favor-m{m}-s{seed}"] = load_model(out / f"favor-m{m}-s{seed}")
     started = time.perf_counter()
     rows = compare(source, models, tc)
     print(f"zero-shot comparison: {time.perf_counter() - started:.0f} s", flush=True)
@@ -198,7 +198,7 @@ def main() -> None:
         init = out / f"favor-m{args.finetune_features}-s{seed}"
         if not init.exists():
             convert_model(source_dir, init, num_features=args.finetune_features, seed=seed)
-        favor_config = load_checkpoint(init)[1]
+        favor_config = load_model(init).config
         for name, start in (("converted", init), ("scratch", None)):
             run = out / f"finetune-{name}-s{seed}"
             shutil.rmtree(run, ignore_errors=True)  # always a fresh run: the curve starts at step 0

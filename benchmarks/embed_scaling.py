@@ -38,10 +38,11 @@ def build(preset_name: str, checkpoint: str | None, attention: str):
 
     from protein_performer.inference import ProteinLanguageModel
     from protein_performer.model import PerformerLM, preset
-    from protein_performer.training.checkpoint import load_checkpoint
+    from protein_performer.rundir import load_model
 
     if checkpoint:
-        favor, config = load_checkpoint(checkpoint)
+        favor = load_model(checkpoint)
+        config = favor.config
     else:
         config = preset(preset_name, objective="mlm", dropout=0.0)
         torch.manual_seed(0)

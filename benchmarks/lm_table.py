@@ -17,8 +17,8 @@ from pathlib import Path
 
 from protein_performer.data import DATA_DIR, EncodedCorpus
 from protein_performer.model import preset
+from protein_performer.rundir import RunDir
 from protein_performer.training import TrainConfig, Trainer
-from protein_performer.training.checkpoint import latest_checkpoint
 from protein_performer.training.evaluation import evaluate
 
 MODELS = [  # (name, objective, attention, kernel)
@@ -53,8 +53,9 @@ def main() -> None:
                          eval_every=max(1, args.steps // 5), seed=args.seed)
         config = preset(args.preset, objective=objective, attention=attention, kernel=kernel)
         started = time.perf_counter()
-        if latest_checkpoint(run) is None or latest_checkpoint(run).name != f"step-{args.steps:07d}":
-            trainer = Trainer(run, config, tc, corpus=corpus, resume=True)
+        latest = RunDir(run).latest_checkpoint()
+        if latest is None or latest.path.name != f"step-{args.steps:07d}":
+            trainer = Trainer(run, config, tc, corpus=corpus, checkpoint=latest)
             trainer.fit()
         seconds = time.perf_counter() - started
         test = evaluate(run, max_sequences=args.eval_sequences)

@@ -30,31 +30,25 @@ def rss_mib() -> float:
 
 
 def single(preset_name: str, attention: str, length: int, steps: int) -> dict:
-    import torch
+    import tempfile
 
-    from protein_performer.data import EncodedCorpus, PackedDataset
-    from protein_performer.model import PerformerLM, preset
-    from protein_performer.training.trainer import TrainConfig, lm_loss, make_collator, parameter_groups
+    from protein_performer.data import EncodedCorpus
+    from protein_performer.model import preset
+    from protein_performer.training import TrainConfig, Trainer
 
     corpus = EncodedCorpus.from_fasta(split="train")
-    data = PackedDataset(corpus, length, train=True, seed=0)
     config = preset(preset_name, attention=attention, objective="mlm", dropout=0.0)
-    torch.manual_seed(0)
-    model = PerformerLM(config).train()
-    optimizer = torch.optim.AdamW(parameter_groups(model, 0.1), lr=1e-4)
-    collator = make_collator(config)
-    tc = TrainConfig()
-    base = rss_mib()
-    times = []
-    for step in range(steps + 1):
-        part = data.step_batch(step, 1)
-        batch = collator(part.samples, part.generators)
-        start = time.perf_counter()
-        loss, n, _ = lm_loss(model, batch, tc.precision)
-        (loss / n).backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - start)
+    # One sequence of `length` packed residues per optimizer step; nothing is written (no fit, no save).
+    tc = TrainConfig(seq_len=length, concat=True, batch_size=1, micro_batch_size=1, lr=1e-4, warmup_steps=0)
+    with tempfile.TemporaryDirectory() as run:
+        trainer = Trainer(run, config, tc, corpus=corpus)
+        model = trainer.model.train()
+        base = rss_mib()
+        times = []
+        for _ in range(steps + 1):
+            start = time.perf_counter()
+            trainer.train_step()
+            times.append(time.perf_counter() - start)
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     step_s = sorted(times[1:])[len(times[1:]) // 2]
     return {"attention": attention, "length": length, "step_s": step_s, "tokens_per_s": length / step_s,

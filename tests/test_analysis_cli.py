@@ -150,6 +150,7 @@ def test_report_names_a_malformed_metrics_log(tmp_path, run_dir, capsys):
         _fails_cleanly(capsys, ["report", "--run", str(run), "--no-evaluate"], "metrics.jsonl")
 
 
+@pytest.mark.slow
 def test_cli_run_as_a_module_reports_analysis_errors_in_one_line(tmp_path):
     import subprocess
     import sys

@@ -10,8 +10,8 @@ import torch
 
 from protein_performer.cli import main
 from protein_performer.model import PerformerConfig, PerformerLM
-from protein_performer.training import TrainConfig
 from protein_performer.rundir import save_model as save_weights
+from protein_performer.training import TrainConfig
 
 SEQUENCE = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"
 TRAIN = ["--max-steps", "1", "--seq-len", "32", "--batch-size", "2", "--micro-batch-size", "2", "--eval-every", "1",

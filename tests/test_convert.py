@@ -5,6 +5,7 @@ The Hugging Face sources are tiny random models built here with ``transformers``
 predictions are far from uniform, so a mapping mistake shows far above the 1e-4 tolerance.
 """
 
+import itertools
 import json
 from pathlib import Path
 
@@ -145,7 +146,7 @@ def test_favor_conversion_approaches_the_source_as_features_grow(tmp_path):
         if m == 2:
             assert per_seed[0] == error(protein_performer.load(tmp_path / "favor"), expected)
         errors.append(sum(per_seed) / len(per_seed))
-    assert all(a > b for a, b in zip(errors, errors[1:])), errors
+    assert all(a > b for a, b in itertools.pairwise(errors)), errors
     assert errors[-1] < 0.25 * errors[0], errors
 
 

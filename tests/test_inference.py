@@ -63,7 +63,7 @@ def test_load_returns_eval_model_with_alphabet(model_dir):
 
 
 def test_load_errors_name_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(FileNotFoundError, match=r"config\.json"):
         protein_performer.load(tmp_path / "nowhere")
 
 
@@ -253,6 +253,7 @@ def test_cli_errors_in_process(mlm_dir, tmp_path, capsys):
                           "not found")
 
 
+@pytest.mark.slow
 def test_cli_errors_subprocess(mlm_dir, tmp_path):
     """No traceback reaches the user: one line, exit status 2 (run as a user runs it)."""
     assert_one_line_error(run_cli("score", "--checkpoint", str(mlm_dir), "--sequence", SEQ, "--mutations", "A99G"),

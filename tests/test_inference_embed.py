@@ -63,7 +63,7 @@ def test_embed_long_sequence_whole_equals_direct_forward(tmp_path, objective):
 
 
 def test_embed_batched_with_padding_equals_single(plm):
-    seqs = list(RECORDS.values()) + ["M" * 70]
+    seqs = [*RECORDS.values(), "M" * 70]
     batched = plm.embed(seqs, layers=[0, 1, -1], tokens_per_batch=200)  # several batches, padded
     for seq, reps in zip(seqs, batched):
         assert set(reps) == {0, 1, 2}
@@ -83,7 +83,7 @@ def test_embed_layer_errors(plm):
     assert plm.resolve_layers([-1, 2, 0, -3]) == (2, 0)
 
 
-@pytest.mark.parametrize("record", list(RECORDS) + ["%2F", "a/b/c", ".", "x.y"])
+@pytest.mark.parametrize("record", [*RECORDS, "%2F", "a/b/c", ".", "x.y"])
 def test_group_names_are_valid_and_reversible(tmp_path, record):
     name = group_name(record)
     assert "/" not in name and set(name) != {"."}
@@ -180,6 +180,7 @@ def test_cli_embed(model_dir, tmp_path, capsys):
     assert set(read_embeddings(out)) == set(RECORDS)
 
 
+@pytest.mark.slow
 def test_cli_embed_errors_are_one_line(model_dir, tmp_path):
     (tmp_path / "empty.fa").write_text("")
     (tmp_path / "bad.fa").write_text(">a\nMKTJ\n")

@@ -18,6 +18,8 @@ from protein_performer.rundir import RunDir, load_model
 TINY = ["--preset", "tiny", "--seq-len", "64", "--batch-size", "4", "--micro-batch-size", "2",
         "--redraw-interval", "2", "--num-features", "16", "--eval-every", "3", "--quiet"]
 
+pytestmark = pytest.mark.slow  # end to end: subprocesses (make test-fast skips them)
+
 
 @pytest.fixture(scope="module")
 def fasta(tmp_path_factory) -> Path:

@@ -26,6 +26,8 @@ ARGS = ["--preset", "tiny", "--seq-len", "64", "--batch-size", "4", "--micro-bat
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
+pytestmark = pytest.mark.slow  # end to end: subprocesses (make test-fast skips them)
+
 
 @pytest.fixture(scope="module")
 def fasta(tmp_path_factory) -> Path:

@@ -59,7 +59,7 @@ def _fast_tr(spec: dict[str, Any], device, causal: bool) -> Callable:
         q, k, v = q.float(), k.float(), v.float()  # the kernel is float32 only
         qf = favor_features(q, projection, True).contiguous()
         kf = favor_features(k, projection, False).contiguous()
-        ve = torch.cat([v, v.new_ones(v.shape[:-1] + (1,))], dim=-1).contiguous()  # the normalizer as a ones column
+        ve = torch.cat([v, v.new_ones((*v.shape[:-1], 1))], dim=-1).contiguous()  # the normalizer as a ones column
         u = causal_dot_product(qf, kf, ve)
         return (u[..., :-1] / u[..., -1:]).to(out_dtype)
 
@@ -84,7 +84,7 @@ def _performer_available(device: str) -> tuple[bool, str]:
             import performer_pytorch  # noqa: F401
 
             return True, f"performer-pytorch {version('performer-pytorch')}"
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return False, f"performer-pytorch not importable ({type(exc).__name__}: {exc}); pip install performer-pytorch==1.1.4"
 
 
@@ -98,7 +98,7 @@ def _fast_tr_available(device: str) -> tuple[bool, str]:
             import fast_transformers.causal_product.causal_product_cuda  # noqa: F401
 
         return True, f"pytorch-fast-transformers {version('pytorch-fast-transformers')}"
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:
         return False, (f"fast_transformers.causal_product not importable ({type(exc).__name__}: {exc}); build it with "
                        "`pip install --no-build-isolation pytorch-fast-transformers` (CPU: no nvcc on PATH, CUDA_HOME unset)")
 

@@ -187,7 +187,7 @@ def worker(spec: dict[str, Any], conn) -> None:
     die_with_parent()  # with the forkserver, which exits with the benchmark process
     try:
         result = run_single(spec)
-    except BaseException as exc:  # noqa: BLE001 - everything goes back to the parent
+    except BaseException as exc:
         msg = f"{type(exc).__name__}: {exc}".strip()
         oom = isinstance(exc, MemoryError) or "alloc" in msg.lower() or "out of memory" in msg.lower()
         usage = resource.getrusage(resource.RUSAGE_SELF)

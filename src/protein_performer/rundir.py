@@ -25,7 +25,6 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
-import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 

@@ -8,8 +8,8 @@ import matplotlib
 import matplotlib.ticker
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 KERNEL_LABELS = {"softmax": "positive (FAVOR+)", "softmax_trig": "trigonometric", "softmax_hyperbolic": "hyperbolic"}
 DPI = 100

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..rundir import atomic_write
 from ..data import DEFAULT_ALPHABET, DEFAULT_CORPUS_PATH, EncodedCorpus, FastaReader
+from ..rundir import atomic_write
 from . import approximation as approx
 from .attention_maps import BPT1_BOVIN, head_statistics, sequence_attention_maps
 from .figures import plot_approximation, plot_attention_maps, plot_similarity

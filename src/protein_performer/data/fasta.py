@@ -73,7 +73,7 @@ def _open_text(path: Path) -> IO[str]:
         raise FileNotFoundError(f"{path}: FASTA file not found (give a plain or gzipped FASTA file)")
     with open(path, "rb") as probe:
         gzipped = probe.read(2) == b"\x1f\x8b"
-    raw: IO[bytes] = gzip.open(path, "rb") if gzipped else open(path, "rb")
+    raw: IO[bytes] = gzip.open(path, "rb") if gzipped else open(path, "rb")  # noqa: SIM115 (the reader closes it)
     # errors="replace": a stray non-UTF-8 byte becomes U+FFFD and is then reported as an invalid
     # letter with its line number, instead of an anonymous UnicodeDecodeError mid-stream.
     return io.TextIOWrapper(raw, encoding="utf-8", errors="replace")

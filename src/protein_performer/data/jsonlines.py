@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 
 
-
 def read_json_lines(path: str | os.PathLike, *, expected: str) -> list[tuple[str, dict]]:
     """``(where, row)`` for every non-blank line, ``where`` being ``"PATH, line N"`` for the caller's
     own messages. ``expected`` says what a row should be (``"a JSON object with 'id' and 'sequence'"``)."""

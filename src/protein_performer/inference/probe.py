@@ -164,7 +164,7 @@ def _contact_scores(pair_features, chains: Sequence[Chain], train_rows: Sequence
         raise ValueError("no train chain is long enough for the contact probe")
     train_x, train_y = torch.cat(xs), torch.cat(ys)
     mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
-    weight, bias = fit_logistic((train_x - mean) / std, train_y, 2)
+    weight, _bias = fit_logistic((train_x - mean) / std, train_y, 2)
     precisions, baselines = [], []
     for row in test_rows:
         chain = chains[row]

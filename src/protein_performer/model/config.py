@@ -76,7 +76,7 @@ class PerformerConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> "PerformerConfig":
+    def from_dict(cls, values: dict) -> PerformerConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -87,7 +87,7 @@ class PerformerConfig:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path) -> "PerformerConfig":
+    def load(cls, path: str | Path) -> PerformerConfig:
         """``path`` as written by :meth:`save`; ``FileNotFoundError`` / ``ValueError`` naming the file."""
         path = Path(path)
         if not path.is_file():
@@ -100,7 +100,7 @@ class PerformerConfig:
         except ValueError as err:  # JSONDecodeError, unknown keys, invalid values
             raise ValueError(f"{path} is not a valid model config ({err})") from None
 
-    def replace(self, **changes) -> "PerformerConfig":
+    def replace(self, **changes) -> PerformerConfig:
         return dataclasses.replace(self, **changes)
 
 

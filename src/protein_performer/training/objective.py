@@ -8,7 +8,15 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from ..data import DEFAULT_ALPHABET, IGNORE_INDEX, CausalLMCollator, EncodedCorpus, MaskedLMCollator, PackedDataset, SingleSequenceDataset
+from ..data import (
+    DEFAULT_ALPHABET,
+    IGNORE_INDEX,
+    CausalLMCollator,
+    EncodedCorpus,
+    MaskedLMCollator,
+    PackedDataset,
+    SingleSequenceDataset,
+)
 from ..model import PerformerConfig
 from .config import TrainConfig
 

@@ -7,9 +7,9 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from ..rundir import atomic_write  # noqa: E402
+from ..rundir import atomic_write
 
 
 def plot_training_curves(history: list[dict], path: Path) -> None:

@@ -64,7 +64,7 @@ def causal_product(q: Tensor, k: Tensor, v: Tensor, *, chunk: int = DEFAULT_CHUN
 
 def with_ones(v: Tensor) -> Tensor:
     """``[..., D] → [..., D+1]``: V with the normalizer's column of ones appended."""
-    return torch.cat([v, v.new_ones(v.shape[:-1] + (1,))], dim=-1)
+    return torch.cat([v, v.new_ones((*v.shape[:-1], 1))], dim=-1)
 
 
 def normalize(u: Tensor) -> tuple[Tensor, Tensor]:
