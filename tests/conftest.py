@@ -9,3 +9,16 @@ def qkv(b=2, h=3, length=33, d=8, *, norm=None, dtype=torch.float64, seed=0):
         q = q / q.norm(dim=-1, keepdim=True) * norm
         k = k / k.norm(dim=-1, keepdim=True) * norm
     return q, k, v
+
+
+def corpus_head(path, count: int):
+    """The first ``count`` proteins of the embedded corpus written to ``path`` as FASTA (a small,
+    real training set for end-to-end tests)."""
+    from protein_performer.data import DEFAULT_CORPUS_PATH, read_fasta
+
+    with open(path, "w") as f:
+        for i, record in enumerate(read_fasta(DEFAULT_CORPUS_PATH)):
+            if i == count:
+                break
+            f.write(f">{record.id}\n{record.sequence}\n")
+    return path

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import corpus_head
 from safetensors.torch import load_file, save_file
 
 import protein_performer
@@ -18,7 +19,7 @@ from protein_performer.cli import main
 from protein_performer.convert import ConversionError, convert_model, read_source
 from protein_performer.convert.common import build_model
 from protein_performer.convert.esm import ESM2_VOCABULARY
-from protein_performer.data import DEFAULT_CORPUS_PATH, STANDARD_AMINO_ACIDS, read_fasta
+from protein_performer.data import STANDARD_AMINO_ACIDS
 from protein_performer.inference import ProteinLanguageModel
 from protein_performer.model import PerformerConfig, PerformerLM
 from protein_performer.rundir import RunDir
@@ -248,13 +249,7 @@ def test_convert_errors_are_one_line(tmp_path, capsys, case, message):
 
 @pytest.fixture(scope="module")
 def fasta(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "small.fasta"
-    with open(path, "w") as f:
-        for i, record in enumerate(read_fasta(DEFAULT_CORPUS_PATH)):
-            if i == 200:
-                break
-            f.write(f">{record.id}\n{record.sequence}\n")
-    return path
+    return corpus_head(tmp_path_factory.mktemp("data") / "small.fasta", 200)
 
 
 TRAIN = ["--seq-len", "64", "--batch-size", "4", "--micro-batch-size", "4", "--eval-every", "2", "--eval-sequences", "8",

@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import corpus_head
 from safetensors.torch import load_file
 
-from protein_performer.data import DEFAULT_CORPUS_PATH, read_fasta
 from protein_performer.rundir import RunDir, load_model
 
 TINY = ["--preset", "tiny", "--seq-len", "64", "--batch-size", "4", "--micro-batch-size", "2",
@@ -23,13 +23,7 @@ pytestmark = pytest.mark.slow  # end to end: subprocesses (make test-fast skips 
 
 @pytest.fixture(scope="module")
 def fasta(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "small.fasta"
-    with open(path, "w") as f:
-        for i, record in enumerate(read_fasta(DEFAULT_CORPUS_PATH)):
-            if i == 400:
-                break
-            f.write(f">{record.id}\n{record.sequence}\n")
-    return path
+    return corpus_head(tmp_path_factory.mktemp("data") / "small.fasta", 400)
 
 
 def cli(*args: str, check: bool = True) -> subprocess.CompletedProcess:

@@ -13,9 +13,9 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
+from conftest import corpus_head
 from safetensors.torch import load_file
 
-from protein_performer.data import DEFAULT_CORPUS_PATH, read_fasta
 from protein_performer.training.distributed import Distributed
 from protein_performer.training.trainer import rank_slice
 
@@ -31,13 +31,7 @@ pytestmark = pytest.mark.slow  # end to end: subprocesses (make test-fast skips 
 
 @pytest.fixture(scope="module")
 def fasta(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("data") / "small.fasta"
-    with open(path, "w") as f:
-        for i, record in enumerate(read_fasta(DEFAULT_CORPUS_PATH)):
-            if i == 300:
-                break
-            f.write(f">{record.id}\n{record.sequence}\n")
-    return path
+    return corpus_head(tmp_path_factory.mktemp("data") / "small.fasta", 300)
 
 
 def train(out: Path, fasta: Path, *extra: str, procs: int = 1, check: bool = True, **popen) -> subprocess.CompletedProcess:

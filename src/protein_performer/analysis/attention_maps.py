@@ -37,7 +37,7 @@ def sequence_attention_maps(plm, sequence: str, *, start: int = 0, window: int =
     tokens = plm.tokenize(sequence).to(plm.device)
     length = len(tokens) - 2
     if not 0 <= start < length:
-        raise ValueError(f"--start {start} is outside the sequence of {length} residues (0-based)")
+        raise ValueError(f"`start` {start} is outside the sequence of {length} residues (0-based)")
     window = min(window, length - start)
     return attention_windows(plm.model, tokens[None], start + 1, window)[0].float().cpu()
 

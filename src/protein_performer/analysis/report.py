@@ -15,7 +15,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from ..rundir import CONFIG, TRAIN_CONFIG, RunDir, atomic_write, output_file, read_json_object
+from ..rundir import CONFIG, CURVES, TRAIN_CONFIG, RunDir, atomic_write, output_file, read_json_object
 from ..training.plots import plot_training_curves
 
 STYLE = """
@@ -111,7 +111,7 @@ def _attention_section(path: Path) -> str:
 
 def _analysis(folder: Path) -> str:
     if not folder.is_dir():
-        raise FileNotFoundError(f"no analysis folder {folder}: run `protein-performer analyze ... --out {folder}` first")
+        raise FileNotFoundError(f"no analysis folder {folder}: write the analyses there first (protein-performer analyze)")
     parts = []
     what = "an output of `protein-performer analyze`"
     if (folder / "approximation.json").exists():
@@ -165,7 +165,7 @@ def write_report(run: str | os.PathLike, out: str | os.PathLike | None = None, *
 
 def _training(history: list[dict], name: str) -> str:
     with tempfile.TemporaryDirectory() as tmp:
-        curves = Path(tmp) / name.replace("/", "_") / "training_curves.png"  # the plot's title is its folder's name
+        curves = Path(tmp) / name.replace("/", "_") / CURVES  # the plot's title is its folder's name
         curves.parent.mkdir()
         plot_training_curves(history, curves)
         return _image(curves, f"Loss and accuracy against optimizer step (last step {history[-1]['step']})")
