@@ -56,6 +56,7 @@ class Alphabet:
         for letter in RESIDUE_LETTERS:
             lut[ord(letter)] = lut[ord(letter.lower())] = self._index[letter]
         self._lut = lut
+        self._invalid = re.compile(f"[^{RESIDUE_LETTERS}{RESIDUE_LETTERS.lower()}]")
         self._standard = tuple(self._index[a] for a in STANDARD_AMINO_ACIDS)
         self._residues = tuple(self._index[a] for a in RESIDUE_LETTERS)
 
@@ -157,13 +158,21 @@ class Alphabet:
         """:meth:`encode` as a ``long`` tensor ``[T]``."""
         return torch.tensor(self.encode(seq, add_special_tokens=add_special_tokens), dtype=torch.long)
 
+    def first_invalid(self, sequence: str) -> int | None:
+        """0-based index of the first character of ``sequence`` that is not a residue letter (either
+        case), or None: the check of every sequence read from a file."""
+        bad = self._invalid.search(sequence)
+        return None if bad is None else bad.start()
+
     def residue_problem(self, sequence: str) -> str | None:
         """Why ``sequence`` (upper case) cannot be a protein of this alphabet, or None: empty, or
         letters outside it (each named once)."""
         if not sequence:
             return "an empty sequence"
+        if self.first_invalid(sequence) is None:
+            return None
         bad = sorted(set(sequence) - set(RESIDUE_LETTERS))
-        return f"letters {''.join(bad)!r} outside {RESIDUE_LETTERS}" if bad else None
+        return f"letters {''.join(bad)!r} outside {RESIDUE_LETTERS}"
 
     def tokenize(self, sequence: str, *, allow_mask: bool = False) -> Tensor:
         """A user's ``sequence`` → ids ``[L + 2]`` as ``<cls> residues <eos>``; with ``allow_mask`` an
@@ -179,12 +188,10 @@ class Alphabet:
                     ids.append(self.mask_idx)
                     continue
                 raise ValueError(f"invalid token {part!r} at position {len(ids) + 1} of the sequence: allowed are {allowed}")
-            encoded = self.encode_array(part)
-            bad = np.flatnonzero(encoded == self.unk_idx)
-            if bad.size:
-                position = len(ids) + int(bad[0]) + 1
-                raise ValueError(f"invalid letter {part[bad[0]]!r} at position {position} of the sequence: allowed are {allowed}")
-            ids.extend(encoded.tolist())
+            bad = self.first_invalid(part)
+            if bad is not None:
+                raise ValueError(f"invalid letter {part[bad]!r} at position {len(ids) + bad + 1} of the sequence: allowed are {allowed}")
+            ids.extend(self.encode_array(part).tolist())
         if not ids:
             raise ValueError("empty sequence: give at least one residue")
         return torch.tensor([self.cls_idx, *ids, self.eos_idx], dtype=torch.long)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import re
 from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, fields
@@ -22,7 +21,7 @@ from typing import IO, NamedTuple
 
 from Bio.SeqIO.FastaIO import SimpleFastaParser
 
-from .alphabet import RESIDUE_LETTERS
+from .alphabet import DEFAULT_ALPHABET, RESIDUE_LETTERS, Alphabet
 
 _SKIP_HINT = "or skip such records (`skip_invalid`; skip_invalid=True in Python)"
 
@@ -113,8 +112,8 @@ class FastaReader:
     """Iterate the records of a FASTA file (``.gz`` or plain), validating each one.
 
     Checks, each raising :class:`FastaError` (or, with ``skip_invalid=True``, skipping and counting):
-    text before the first ``>``; a header without id; a record without sequence; a letter outside
-    ``letters`` (either case; 20 standard amino acids + ``BOUXZ`` by default); an id seen before
+    text before the first ``>``; a header without id; a record without sequence; a letter outside the
+    alphabet (either case; 20 standard amino acids + ``BOUXZ``); an id seen before
     (``check_duplicates``; keeps one entry per id in memory, turn it off for huge files).
 
     ``stats`` holds the counts of the current (or last) pass; each ``iter()`` starts a new pass.
@@ -126,13 +125,12 @@ class FastaReader:
         *,
         skip_invalid: bool = False,
         check_duplicates: bool = True,
-        letters: str = RESIDUE_LETTERS,
+        alphabet: Alphabet = DEFAULT_ALPHABET,
     ) -> None:
         self.path = Path(path)
         self.skip_invalid = skip_invalid
         self.check_duplicates = check_duplicates
-        self.letters = letters.upper()
-        self._invalid = re.compile(f"[^{re.escape(self.letters + self.letters.lower())}]")
+        self.alphabet = alphabet
         self.stats = FastaStats()
 
     def __iter__(self) -> Iterator[FastaRecord]:
@@ -187,9 +185,8 @@ class FastaReader:
         if not seq:
             return "empty", header_line, f"record {record_id!r} has no sequence", f"Remove the empty record, {_SKIP_HINT}"
 
-        bad = self._invalid.search(seq)
-        if bad is not None:
-            pos = bad.start()
+        pos = self.alphabet.first_invalid(seq)
+        if pos is not None:
             line, line_start = header_line, 0
             for lineno, end in line_ends:  # first sequence line that reaches past pos
                 if end > pos:
@@ -199,8 +196,8 @@ class FastaReader:
             return (
                 "invalid_letter",
                 line,
-                f"invalid letter {bad.group()!r} (column {pos - line_start + 1}) in record {record_id!r}",
-                f"Allowed letters are {self.letters} (either case): fix or remove the record, {_SKIP_HINT}",
+                f"invalid letter {seq[pos]!r} (column {pos - line_start + 1}) in record {record_id!r}",
+                f"Allowed letters are {RESIDUE_LETTERS} (either case): fix or remove the record, {_SKIP_HINT}",
             )
         if self.check_duplicates and record_id in seen:
             return (
