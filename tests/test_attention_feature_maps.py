@@ -16,7 +16,7 @@ def test_registry_names_every_kernel_once():
         feature_map("cos")
 
 
-@pytest.mark.parametrize("kernel", ["softmax", "softmax_trig", "softmax_hyperbolic", "relu"])
+@pytest.mark.parametrize("kernel", KERNELS)
 def test_stabilized_features_are_the_papers_up_to_cancelling_constants(kernel):
     q, k, _ = qkv(b=2, h=3, length=20, d=8, norm=2.0)
     w = torch.randn(3, 12, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)

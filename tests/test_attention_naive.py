@@ -5,7 +5,7 @@ import pytest
 import torch
 from conftest import qkv
 
-from protein_performer.attention import favor_attention, feature_map
+from protein_performer.attention import KERNELS, favor_attention, feature_map
 from protein_performer.attention.ops.naive import (
     favor_attention_matrix,
     favor_received,
@@ -23,7 +23,7 @@ def _padding():
     return pad
 
 
-@pytest.mark.parametrize("kernel", ["softmax", "softmax_trig", "softmax_hyperbolic", "relu"])
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("causal", [False, True])
 def test_favor_window_equals_the_explicit_matrix_of_the_same_features(kernel, causal):
     q, k, v = qkv(b=2, h=3, length=40, d=8, norm=2.0)
@@ -54,7 +54,7 @@ def test_softmax_rows_windows_and_column_sums_are_parts_of_the_matrix(causal):
     torch.testing.assert_close(received, expected, rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("kernel", ["softmax", "softmax_trig", "softmax_hyperbolic", "relu"])
+@pytest.mark.parametrize("kernel", KERNELS)
 @pytest.mark.parametrize("causal", [False, True])
 def test_favor_received_equals_column_sums_of_the_explicit_matrix(kernel, causal):
     q, k, _ = qkv(b=2, h=3, length=40, d=8, norm=2.0)
