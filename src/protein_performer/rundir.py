@@ -77,15 +77,23 @@ def write_json(path: str | os.PathLike, value: dict | list) -> Path:
     return atomic_write(path, json.dumps(value, indent=2) + "\n")
 
 
-def output_file(path: str | os.PathLike) -> Path:
-    """A file to write, checked before any work: not a folder; its folder created."""
+def output_file(path: str | os.PathLike, *, overwrite: bool = False, ours: Callable[[Path], bool] | None = None) -> Path:
+    """A file to write, checked before any work: not a folder, writable (its folder is created), and
+    not an existing file unless ``overwrite`` or ``ours(path)`` says this program wrote it (a file
+    of the user's is never replaced without being asked)."""
     path = Path(path)
     if path.is_dir():
         raise IsADirectoryError(f"`out` {path} is a folder: give the file to write")
+    if path.exists() and not overwrite and not (ours is not None and ours(path)):
+        raise FileExistsError(f"`out` {path} already exists and was not written by protein-performer: "
+                              f"choose another `out`, or pass `overwrite` to replace it")
+    probe = path.with_name(f".{path.name}.probe")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
+        probe.touch()
+        probe.unlink()
     except OSError as err:
-        raise OSError(f"`out` {path} cannot be written ({err})") from None
+        raise OSError(f"`out` {path} cannot be written ({err.strerror or err})") from None
     return path
 
 
