@@ -92,7 +92,7 @@ def test_report_is_self_contained_and_holds_every_figure(tmp_path, run_dir, fast
     (figures / "bench_plot.png").write_bytes((analysis / "approximation.png").read_bytes())
     fixed = {"accuracy": 0.1234, "perplexity": 15.5, "baseline_accuracy": 0.0935, "baseline_perplexity": 18.09,
              "tokens": 999, "sequences": 7, "objective": "mlm"}
-    monkeypatch.setattr(evaluate_module, "evaluate", lambda run: fixed)
+    monkeypatch.setattr(evaluate_module, "evaluate", lambda run, **_: fixed)
     out = tmp_path / "report.html"
     assert main(["report", "--run", str(run_dir), "--analysis", str(analysis), "--figures", str(figures), "--out", str(out)]) == 0
     page = out.read_text()
@@ -159,3 +159,48 @@ def test_cli_run_as_a_module_reports_analysis_errors_in_one_line(tmp_path):
                             capture_output=True, text=True)
     assert result.returncode == 2 and "not a training run directory" in result.stderr, result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
+
+
+def test_report_replaces_its_own_page_but_not_a_users_file(tmp_path, run_dir, capsys):
+    notes = tmp_path / "notes.html"
+    notes.write_text("<html>my notes</html>\n")
+    _fails_cleanly(capsys, ["report", "--checkpoint", str(run_dir), "--no-evaluate", "--out", str(notes)],
+                   "already exists and was not written by protein-performer")
+    assert notes.read_text() == "<html>my notes</html>\n"
+    assert main(["report", "--checkpoint", str(run_dir), "--no-evaluate", "--out", str(notes), "--overwrite"]) == 0
+    page = notes.read_text()
+    assert '<meta name="generator" content="protein-performer">' in page
+    notes.write_text(page.replace("</body>", "<p>old</p></body>"))
+    assert main(["report", "--run", str(run_dir), "--no-evaluate", "--out", str(notes)]) == 0  # its own page: replaced
+    assert "<p>old</p>" not in notes.read_text()
+
+
+def test_analyses_record_their_weights_and_report_flags_other_weights(tmp_path, run_dir, capsys):
+    from protein_performer.analysis.report import AnalysisMismatchWarning, write_report
+    from protein_performer.inference import load
+    from protein_performer.inference.embed_h5 import model_fingerprint
+
+    same, other = tmp_path / "same", tmp_path / "other"
+    assert main(["analyze", "attention-maps", "--checkpoint", str(run_dir), "--out", str(same), "--window", "16"]) == 0
+    recorded = json.loads((same / "attention_maps_BPT1_BOVIN.json").read_text())["weights"]
+    assert recorded == {"checkpoint": str(run_dir), "fingerprint": model_fingerprint(load(run_dir)), "step": None}
+    assert main(["report", "--checkpoint", str(run_dir), "--no-evaluate", "--analysis", str(same), "--out", str(tmp_path / "a.html")]) == 0
+    assert "warning" not in capsys.readouterr().err and "mismatch" not in (tmp_path / "a.html").read_text().split("</style>")[1]
+
+    torch.manual_seed(1)
+    model = tmp_path / "model"
+    config = preset("tiny", d_model=32, num_heads=2, d_ff=64, num_features=16, dropout=0.0)
+    save_weights(PerformerLM(config), config, model)
+    assert main(["analyze", "attention-maps", "--checkpoint", str(model), "--out", str(other), "--window", "16"]) == 0
+    capsys.readouterr()
+    assert main(["report", "--checkpoint", str(run_dir), "--no-evaluate", "--analysis", str(other), "--out", str(tmp_path / "b.html")]) == 0
+    err = capsys.readouterr().err
+    assert "protein-performer: warning: attention_maps_BPT1_BOVIN.json was made from other weights" in err, err
+    assert 'class="mismatch"' in (tmp_path / "b.html").read_text()
+    with pytest.warns(AnalysisMismatchWarning, match="other weights"):
+        write_report(run_dir, tmp_path / "c.html", analysis=other, evaluate_run=False)
+    # an analysis that records no weights (written by an older version) is flagged too
+    path = other / "attention_maps_BPT1_BOVIN.json"
+    path.write_text(json.dumps({k: v for k, v in json.loads(path.read_text()).items() if k != "weights"}))
+    with pytest.warns(AnalysisMismatchWarning, match="does not record the weights"):
+        write_report(run_dir, tmp_path / "c.html", analysis=other, evaluate_run=False)

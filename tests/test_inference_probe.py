@@ -123,3 +123,20 @@ def test_probe_needs_both_splits(model_dir):
     chains = [c for c in read_chains(SLICE) if probe_split(c.id) == "train"][:3]
     with pytest.raises(ValueError, match="need both"):
         run_probes(plm, chains)
+
+
+def test_probe_progress_is_on_stderr_and_changes_no_number(model_dir, capsys, monkeypatch):
+    import functools
+
+    from protein_performer.inference import probe
+
+    monkeypatch.setattr(probe, "fit_logistic", functools.partial(probe.fit_logistic, max_iter=5))  # seconds, not half a minute
+    plm = protein_performer.load(model_dir)
+    chains = sorted(read_chains(SLICE), key=len)[:16]  # short ones: both splits, a few seconds
+    quiet = run_probes(plm, chains, contact_features="embedding", max_length=60)
+    assert capsys.readouterr().err == ""
+    shown = run_probes(plm, chains, contact_features="embedding", max_length=60, progress=True)
+    err = capsys.readouterr().err
+    assert shown == quiet  # bit for bit
+    for phase in ("probe: embed", "probe: secondary structure", "probe: contacts"):
+        assert phase in err

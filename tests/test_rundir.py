@@ -69,3 +69,16 @@ def test_output_file_refuses_a_folder_and_creates_the_parent(tmp_path):
     with pytest.raises(IsADirectoryError, match="is a folder"):
         output_file(tmp_path)
     assert output_file(tmp_path / "a" / "b.csv").parent.is_dir()
+
+
+def test_model_files_get_the_permissions_of_any_new_file(tmp_path):
+    import os
+
+    mask = os.umask(0o022)
+    try:
+        model, config = tiny_model()
+        save_model(model, config, tmp_path / "m")
+    finally:
+        os.umask(mask)
+    for name in ("model.safetensors", "config.json"):
+        assert (tmp_path / "m" / name).stat().st_mode & 0o777 == 0o666 & ~0o022, name

@@ -130,6 +130,8 @@ def check_args(args: argparse.Namespace) -> str | None:
     """Why the resolved options cannot run here, or None."""
     if args.repeats < 1:
         return "--repeats must be >= 1"
+    if args.out.exists() and not args.out.is_dir():
+        return f"--out {args.out} is a file: give the folder for results.json and attention.png"
     import torch
 
     if args.device.startswith("cuda") and not torch.cuda.is_available():

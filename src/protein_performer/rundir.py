@@ -19,6 +19,7 @@ then does ``latest`` move. Tensors are safetensors (never pickled: loading canno
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -40,6 +41,7 @@ TENSORBOARD = "tensorboard"
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 STATE_TENSORS, STATE_JSON = "trainer_state.safetensors", "trainer_state.json"
+LOCK = ".protein-performer.lock"  # held (flock) by the one process writing the directory
 # What a model carries beyond its weights: what evaluate needs to score it as its run did.
 COMPANIONS = (TRAIN_CONFIG, FREQUENCIES)
 KEEP_CHECKPOINTS = 2
@@ -57,19 +59,31 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def atomic_write(path: str | os.PathLike, content: str | bytes | Callable[[Path], None]) -> Path:
     """Write ``path`` all at once: text, bytes, or ``content(tmp)`` writing a temporary file (keeping
-    ``path``'s suffix, so that writers that go by it, such as matplotlib, write the right format)."""
+    ``path``'s suffix, so that writers that go by it, such as matplotlib, write the right format).
+    The file gets the permissions of any file the user creates (0666 less the umask), whatever the
+    writer chose (safetensors writes 0600)."""
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    if callable(content):
-        content(tmp)
-    else:
-        with open(tmp, "w" if isinstance(content, str) else "wb") as f:
-            f.write(content)
-    with open(tmp, "rb+") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    try:
+        if callable(content):
+            content(tmp)
+        else:
+            with open(tmp, "w" if isinstance(content, str) else "wb") as f:
+                f.write(content)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)  # only left when something above failed
     return path
 
 
@@ -116,6 +130,11 @@ def read_safetensors(path: str | os.PathLike) -> dict[str, Tensor]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found")
     try:
+        with open(path, "rb"):  # an unreadable file is not a damaged one
+            pass
+    except OSError as err:
+        raise OSError(f"{path} cannot be read ({err.strerror or err})") from None
+    try:
         return load_file(str(path))
     except Exception as err:  # SafetensorError: a damaged or truncated file
         raise ValueError(f"{path} is not a readable safetensors file ({err}): it is corrupt or incomplete") from None
@@ -150,6 +169,17 @@ class RunDir:
     checkpoints = property(lambda self: self.path / CHECKPOINTS)
     state_tensors = property(lambda self: self.path / STATE_TENSORS)
     state_json = property(lambda self: self.path / STATE_JSON)
+
+    # -- one writer at a time ------------------------------------------------------------------------
+    def lock(self) -> RunLock:
+        """Take the directory for this process (creating it): ``ValueError`` naming the process that
+        holds it. Held until :meth:`RunLock.release` or the process ends, however it ends (the kernel
+        drops the lock of a dead process, so a ``kill -9`` never leaves a stale one)."""
+        return RunLock(self.path)
+
+    def user_files(self) -> list[Path]:
+        """What the directory holds besides the lock file."""
+        return [p for p in self.path.iterdir() if p.name != LOCK] if self.path.is_dir() else []
 
     # -- what is there ---------------------------------------------------------------------------------
     def has_model(self) -> bool:
@@ -227,8 +257,12 @@ class RunDir:
         history = []
         for number, line in enumerate(self.metrics.read_text().splitlines(), start=1):
             if line.strip():
-                record = read_json_object(self.metrics, line)
-                if not isinstance(record.get("step"), int):
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError as err:
+                    raise ValueError(f"{self.metrics}, line {number}: not valid JSON ({err.msg} at column {err.colno}): "
+                                     f"the file is truncated or damaged") from None
+                if not isinstance(record, dict) or not isinstance(record.get("step"), int):
                     raise ValueError(f"{self.metrics}, line {number}: no step number: not a metrics log of `protein-performer train`")
                 history.append(record)
         return history
@@ -276,6 +310,37 @@ class RunDir:
         return read_safetensors(self.state_tensors), read_json_object(self.state_json)
 
 
+class RunLock:
+    """An exclusive ``flock`` on ``DIR/.protein-performer.lock``, which also records the holder's pid."""
+
+    def __init__(self, directory: Path):
+        self._fd: int | None = None
+        if directory.exists() and not directory.is_dir():
+            raise NotADirectoryError(f"`out` {directory} is a file: give a directory")
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+            fd = os.open(directory / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+        except OSError as err:
+            raise OSError(f"`out` {directory} cannot be written ({err.strerror or err})") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise ValueError(f"{directory} is in use by process {holder}: wait for it to finish, or choose another `out`") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd, self.directory = fd, directory
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+    def __del__(self) -> None:
+        self.release()
+
+
 def load_model(path: str | os.PathLike) -> PerformerLM:
     """A model directory (``config.json`` + ``model.safetensors``) → :class:`PerformerLM` in eval mode."""
     return RunDir(path).load_model()
@@ -286,5 +351,5 @@ def save_model(model: nn.Module, config: PerformerConfig, path: str | os.PathLik
     RunDir(path).write_model(model.state_dict(), config)
 
 
-__all__ = ["RunDir", "atomic_write", "load_model", "output_file", "read_json_object", "read_safetensors", "save_model", "write_json",
+__all__ = ["RunDir", "RunLock", "atomic_write", "load_model", "output_file", "read_json_object", "read_safetensors", "save_model", "write_json",
            "write_safetensors"]

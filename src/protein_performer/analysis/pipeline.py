@@ -1,10 +1,14 @@
 """Each analysis end to end: inputs in, ``NAME.png`` + ``NAME.json`` out (what the CLI's ``analyze``
-commands and ``benchmarks/analyses.py`` call). Every function returns the JSON it wrote."""
+commands and ``benchmarks/analyses.py`` call). Every function returns the JSON it wrote.
+
+An analysis of a model records the weights it was made from (``weights``: path, fingerprint and
+training step, :func:`weights_record`), so that a report can tell whether it belongs to its run."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +18,7 @@ import torch
 from tqdm import tqdm
 
 from ..data import DEFAULT_ALPHABET, DEFAULT_CORPUS_PATH, EncodedCorpus, FastaReader
-from ..rundir import atomic_write
+from ..rundir import RunDir, atomic_write
 from . import approximation as approx
 from .attention_maps import BPT1_BOVIN, head_statistics, sequence_attention_maps
 from .figures import plot_approximation, plot_attention_maps, plot_similarity
@@ -41,6 +45,20 @@ def file_stem(name: str, option: str) -> str:
     if not name or any(sep in name for sep in ("/", "\\", os.sep)) or name in (".", ".."):
         raise ValueError(f"`{option}` {name!r} cannot be part of a file name: give a name without path separators")
     return name
+
+
+def weights_record(checkpoint: str | os.PathLike, plm=None) -> dict:
+    """``{"checkpoint", "fingerprint", "step"}`` of a model directory: the fingerprint of its weights and
+    config (the one ``embed`` records), and the training step of a run or checkpoint (None when unknown,
+    e.g. a converted model). ``plm``: the model already loaded from it."""
+    from ..inference import load
+    from ..inference.embed_h5 import model_fingerprint
+
+    path = Path(checkpoint)
+    latest = RunDir(path).latest_checkpoint()
+    name = (latest.path if latest is not None else path).name
+    step = int(name.removeprefix("step-")) if re.fullmatch(r"step-\d+", name) else None
+    return {"checkpoint": str(checkpoint), "fingerprint": model_fingerprint(plm if plm is not None else load(path)), "step": step}
 
 
 def _progress(enabled: bool, desc: str):
@@ -105,7 +123,7 @@ def checkpoint_approximation(checkpoint: str | os.PathLike, *, fasta: str | os.P
     tokens = [plm.tokenize(s[:max_length]) for _, s in read_sequences(fasta, count=sequences)]
     pairs = approx.checkpoint_pairs(plm.model, tokens)
     return {
-        "path": str(checkpoint), "label": label or Path(checkpoint).resolve().name,
+        "path": str(checkpoint), "label": label or Path(checkpoint).resolve().name, "weights": weights_record(checkpoint, plm),
         "sequences": len(tokens), "residues": sum(len(t) - 2 for t in tokens), "samples": len(pairs),
         "dim": int(pairs[0][0].shape[-1]), "max_length": max_length, "feature_counts": list(feature_counts), "seed": seed,
         "model": {"attention": plm.config.attention, "kernel": plm.config.kernel, "num_features": plm.config.num_features},
@@ -167,7 +185,7 @@ def run_attention_maps(out: str | os.PathLike, checkpoint: str | os.PathLike, *,
     plot_attention_maps(maps, shown, out / f"{stem}.png", start=start,
                         title=f"{name}: residues {start + 1}-{start + len(shown)} of {len(sequence)}, {kind} attention ({label})")
     result = {"name": name, "checkpoint": str(checkpoint), "attention": plm.config.attention, "length": len(sequence),
-              "start": start, "window": len(shown), "residues": shown,
+              "start": start, "window": len(shown), "residues": shown, "weights": weights_record(checkpoint, plm),
               "heads": head_statistics(torch.from_numpy(maps).double())}
     _write_json(out / f"{stem}.json", result)
     return result
@@ -187,7 +205,7 @@ def run_similarity(out: str | os.PathLike, checkpoint: str | os.PathLike, *, fas
     records = read_sequences(fasta, count=sequences)
     started = time.perf_counter()
     result = attention_similarity(plm, [s for _, s in records], max_length=max_length, progress=_progress(progress, "sequences"))
-    result.update(label=label, checkpoint=str(checkpoint), attention=plm.config.attention,
+    result.update(label=label, checkpoint=str(checkpoint), attention=plm.config.attention, weights=weights_record(checkpoint, plm),
                   data=str(fasta) if fasta else "test split of the embedded corpus", seconds=round(time.perf_counter() - started, 1))
     c = result["comparison"]
     if c["pairs"] < 3:

@@ -17,8 +17,10 @@ import os
 import re
 import sys
 
+from .. import __version__
 from ..errors import UserError
 from . import analysis, train, use
+from .common import HelpFormatter, set_threads
 
 # What the library raises for a user's bad input: a missing or unreadable file, an output path that
 # cannot be written (OSError), a malformed file or a bad value (ValueError; FastaError is one).
@@ -41,12 +43,29 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="protein-performer",
         description="Long-context protein language models with FAVOR attention (Performers): train, evaluate, embed, "
-                    "score variants, probe, convert pretrained Transformers, and the paper's analyses.")
-    sub = parser.add_subparsers(dest="command", required=True)
+                    "score variants, probe, convert pretrained Transformers, and the paper's analyses.",
+        epilog="`protein-performer COMMAND --help` shows a command's options, their defaults and an example.",
+        formatter_class=HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     train.add_parsers(sub)
     use.add_parsers(sub)
     analysis.add_parsers(sub)
+    _document(parser)
     return parser
+
+
+def _document(parser: argparse.ArgumentParser) -> None:
+    """Every command's parser (nested ones too) lays out help like the top level's and opens its
+    ``--help`` with the one-line summary it has in its family's list."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            summaries = {choice.dest: choice.help for choice in action._choices_actions}
+            for name, child in action.choices.items():
+                child.formatter_class = HelpFormatter
+                if child.description is None:
+                    child.description = summaries.get(name)
+                _document(child)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -54,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     from ..memory import retain_freed_memory
 
     retain_freed_memory()
+    set_threads(args)
     try:
         return int(args.func(args) or 0)
     except USER_ERRORS as err:

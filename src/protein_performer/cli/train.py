@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 
 from ..attention import KERNELS
-from ..model.config import ATTENTIONS, OBJECTIVES, POSITIONS, PRESETS
-from ..training.config import PRECISIONS
+from ..model.config import ATTENTIONS, OBJECTIVES, POSITIONS, PRESETS, PerformerConfig
+from ..training.config import PRECISIONS, TrainConfig
+from .common import add_quiet, add_threads, attention_name, show_progress
 
 MODEL_OPTIONS = ("attention", "kernel", "objective", "dropout", "num_features", "redraw_interval", "positions")
 TRAIN_OPTIONS = ("data", "seq_len", "concat", "batch_size", "micro_batch_size", "max_steps", "lr", "warmup_steps", "save_every",
@@ -39,11 +41,12 @@ def run_train(args: argparse.Namespace) -> int:
             if trainer.resumed:
                 print(f"resuming {args.out} at step {trainer.step}", file=sys.stderr)
             ranks = f" on {dist.world_size} processes" if dist.enabled else ""
-            print(f"training {config.attention}/{config.kernel} {config.objective} model, {trainer.model.num_parameters():,} parameters, "
-                  f"{len(trainer.train_data):,} training samples{ranks} -> {args.out}", file=sys.stderr)
-        final = trainer.fit(progress=not args.quiet)
+            print(f"training {config.objective} model with {attention_name(config.attention, config.kernel, config.num_features)}, "
+                  f"{trainer.model.num_parameters():,} parameters, {len(trainer.train_data):,} training samples{ranks} -> {args.out}",
+                  file=sys.stderr)
+        final = trainer.fit(progress=show_progress(args))
         if final and dist.is_main:
-            print(f"validation: accuracy {final['accuracy']:.4f}, perplexity {final['perplexity']:.3f}")
+            print(f"validation: accuracy {100 * final['accuracy']:.2f}%, perplexity {final['perplexity']:.3f}")
     finally:
         dist.close()
     return 0
@@ -52,7 +55,8 @@ def run_train(args: argparse.Namespace) -> int:
 def run_evaluate(args: argparse.Namespace) -> int:
     from ..training import evaluate
 
-    result = evaluate(args.checkpoint, args.data, batch_size=args.batch_size, max_sequences=args.max_sequences, seq_len=args.seq_len)
+    result = evaluate(args.checkpoint, args.data, batch_size=args.batch_size, max_sequences=args.max_sequences, seq_len=args.seq_len,
+                      progress=show_progress(args))
     if args.json:
         print(json.dumps(result))
         return 0
@@ -72,60 +76,99 @@ def run_convert(args: argparse.Namespace) -> int:
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
     config = report.config
-    attention = f"FAVOR ({config['kernel']}, M = {config['num_features']})" if config["attention"] == "favor" else "exact softmax"
+    attention = attention_name(config["attention"], config["kernel"], config["num_features"])
     print(f"converted {report.source_format} model ({config['num_layers']} layers, d_model {config['d_model']}, "
-          f"{report.parameters:,} parameters) to {attention} attention -> {args.out}")
+          f"{report.parameters:,} parameters) to {attention} -> {args.out}")
     return 0
 
 
+def _field_default(cls: type, name: str):
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
+def _model_default(name: str) -> str:
+    """A model setting's default as the presets give it (``PRESETS`` over ``PerformerConfig``)."""
+    base = _field_default(PerformerConfig, name)
+    values = {preset: PRESETS[preset].get(name, base) for preset in PRESETS}
+    if len(set(values.values())) == 1:
+        return f"default: {base}"
+    return "default: the preset's: " + ", ".join(f"{value} ({preset})" for preset, value in values.items())
+
+
+def _train_default(name: str) -> str:
+    """A training setting's default (``TrainConfig``); a resumed run keeps its own."""
+    return f"default: {_field_default(TrainConfig, name)}"
+
+
+TRAIN_EXAMPLE = """example (about 30 s on 2 CPU cores; the defaults, --seq-len 1024 --batch-size 32 --max-steps 1000,
+take about 20 minutes there with --precision fp32 and hours with bf16 on a CPU without native bf16):
+  protein-performer train --out runs/quick --seq-len 128 --batch-size 8 --max-steps 50 --precision fp32"""
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    train = sub.add_parser("train", help="train a protein language model (default: the embedded corpus)")
+    train = sub.add_parser("train", help="train a protein language model (default: the embedded corpus)", epilog=TRAIN_EXAMPLE)
     train.set_defaults(func=run_train, parser=train)
-    train.add_argument("--data", help="FASTA file (plain or .gz); default: the embedded Swiss-Prot corpus")
+    train.add_argument("--data", help="FASTA file (plain or .gz) (default: the embedded Swiss-Prot corpus)")
     train.add_argument("--out", default="runs/train", help="run directory (checkpoints, metrics, plots)")
-    train.add_argument("--preset", choices=list(PRESETS), help="model size (default tiny)")
-    train.add_argument("--config", help="model config JSON (a PerformerConfig); overrides --preset")
-    train.add_argument("--attention", choices=ATTENTIONS)
-    train.add_argument("--kernel", choices=KERNELS)
-    train.add_argument("--objective", choices=OBJECTIVES)
-    train.add_argument("--positions", choices=POSITIONS)
-    train.add_argument("--num-features", type=int)
-    train.add_argument("--redraw-interval", type=int, help="optimizer steps between projection redraws (0: never)")
-    train.add_argument("--seq-len", type=int)
+    train.add_argument("--preset", choices=list(PRESETS), help="model size (default: tiny)")
+    train.add_argument("--config", help="model config JSON (a PerformerConfig) instead of --preset (default: none)")
+    train.add_argument("--attention", choices=ATTENTIONS,
+                       help=f"favor: FAVOR (Performer); softmax: exact attention, the Transformer baseline ({_model_default('attention')})")
+    train.add_argument("--kernel", choices=KERNELS, help=f"FAVOR kernel ({_model_default('kernel')})")
+    train.add_argument("--objective", choices=OBJECTIVES,
+                       help=f"mlm: masked language model; causal: next token ({_model_default('objective')})")
+    train.add_argument("--positions", choices=POSITIONS,
+                       help=f"rotary (any length) or learned (up to --seq-len) position encoding ({_model_default('positions')})")
+    train.add_argument("--num-features", type=int, help=f"FAVOR random features M per head ({_model_default('num_features')})")
+    train.add_argument("--redraw-interval", type=int,
+                       help=f"optimizer steps between projection redraws, 0: never ({_model_default('redraw_interval')})")
+    train.add_argument("--dropout", type=float, help=f"dropout probability ({_model_default('dropout')})")
+    train.add_argument("--seq-len", type=int, help=f"tokens per training sequence; longer proteins are cropped ({_train_default('seq_len')})")
     train.add_argument("--concat", action="store_true", help="pack sequences joined by <eos> into windows of --seq-len")
-    train.add_argument("--batch-size", type=int, help="sequences per optimizer step")
-    train.add_argument("--micro-batch-size", type=int, help="sequences per forward pass (gradient accumulation)")
-    train.add_argument("--max-steps", type=int)
-    train.add_argument("--lr", type=float)
-    train.add_argument("--warmup-steps", type=int)
-    train.add_argument("--dropout", type=float)
-    train.add_argument("--precision", choices=PRECISIONS)
-    train.add_argument("--save-every", type=int)
-    train.add_argument("--eval-every", type=int)
-    train.add_argument("--eval-sequences", type=int, help="validation samples per evaluation (default 256)")
-    train.add_argument("--seed", type=int)
+    train.add_argument("--batch-size", type=int, help=f"sequences per optimizer step, over all processes ({_train_default('batch_size')})")
+    train.add_argument("--micro-batch-size", type=int,
+                       help=f"sequences per forward pass (gradient accumulation) ({_train_default('micro_batch_size')})")
+    train.add_argument("--max-steps", type=int, help=f"optimizer steps to train for ({_train_default('max_steps')})")
+    train.add_argument("--lr", type=float, help=f"peak learning rate, after the warmup ({_train_default('lr')})")
+    train.add_argument("--warmup-steps", type=int, help=f"steps of linear learning-rate warmup ({_train_default('warmup_steps')})")
+    train.add_argument("--precision", choices=PRECISIONS,
+                       help=f"bf16 autocast or fp32; bf16 is ~20x slower on CPUs without native bf16 ({_train_default('precision')})")
+    train.add_argument("--save-every", type=int, help=f"steps between checkpoints ({_train_default('save_every')})")
+    train.add_argument("--eval-every", type=int, help=f"steps between validations ({_train_default('eval_every')})")
+    train.add_argument("--eval-sequences", type=int, help=f"validation samples per evaluation ({_train_default('eval_sequences')})")
+    train.add_argument("--seed", type=int, help=f"seed of everything random: data order, crops, masks, weights ({_train_default('seed')})")
     train.add_argument("--resume", action="store_true", help="continue the run in --out from its last complete checkpoint")
-    train.add_argument("--init-from", help="start from this model directory: its config and weights (fine-tuning, e.g. converted)")
+    train.add_argument("--init-from", metavar="CHECKPOINT",
+                       help="start from this model directory: its config and weights (fine-tuning, e.g. converted) (default: none)")
     train.add_argument("--fsdp", action="store_true", help="shard parameters, gradients and optimizer state over the torchrun processes")
     train.add_argument("--skip-invalid", action="store_true", help="skip and count malformed FASTA records instead of stopping")
-    train.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_threads(train)
+    add_quiet(train)
 
-    ev = sub.add_parser("evaluate", help="accuracy and perplexity beside the empirical baseline")
+    ev = sub.add_parser("evaluate", help="accuracy and perplexity beside the empirical baseline",
+                        epilog="example (about 20 s on 2 CPU cores for the demo model; the whole test split: 2-3.5 minutes):\n"
+                               "  protein-performer evaluate --checkpoint runs/demo --max-sequences 200")
     ev.set_defaults(func=run_evaluate, parser=ev)
-    ev.add_argument("--checkpoint", required=True, help="run directory")
-    ev.add_argument("--data", help="FASTA or JSON-lines file; default: the test split of the embedded corpus")
-    ev.add_argument("--batch-size", type=int, default=8)
-    ev.add_argument("--max-sequences", type=int)
-    ev.add_argument("--seq-len", type=int, help="crop length (default: the training --seq-len)")
+    ev.add_argument("--checkpoint", required=True, help="run directory (or a model directory with train_config.json)")
+    ev.add_argument("--data", help="FASTA or JSON-lines file (default: the test split of the embedded corpus)")
+    ev.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
+    ev.add_argument("--max-sequences", type=int, help="evaluate the first N sequences only (default: all)")
+    ev.add_argument("--seq-len", type=int, help="crop length (default: the run's training --seq-len)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
+    add_threads(ev)
+    add_quiet(ev)
 
-    conv = sub.add_parser("convert", help="run a pretrained softmax Transformer (exact run, ESM-2, BERT) as a Performer")
+    conv = sub.add_parser("convert", help="run a pretrained softmax Transformer (exact run, ESM-2, BERT) as a Performer",
+                          epilog="example (after training runs/exact with --attention softmax; seconds):\n"
+                                 "  protein-performer convert --checkpoint runs/exact --out runs/exact-favor --num-features 64")
     conv.set_defaults(func=run_convert, parser=conv)
-    conv.add_argument("--from", dest="source", required=True,
-                      help="protein-performer run, or Hugging Face EsmForMaskedLM / BertForMaskedLM save_pretrained directory")
+    conv.add_argument("--checkpoint", "--from", dest="source", required=True,
+                      help="protein-performer run, or Hugging Face EsmForMaskedLM / BertForMaskedLM save_pretrained directory "
+                           "(--from: the same)")
     conv.add_argument("--out", required=True, help="directory for the converted config.json + model.safetensors")
-    conv.add_argument("--attention", choices=ATTENTIONS, default="favor")
-    conv.add_argument("--kernel", choices=KERNELS, help="FAVOR kernel (default: the source's, or softmax)")
-    conv.add_argument("--num-features", type=int, help="FAVOR random features M per head (default: the source's, or 256)")
+    conv.add_argument("--attention", choices=ATTENTIONS, default="favor", help="attention of the converted model")
+    conv.add_argument("--kernel", choices=KERNELS, help=f"FAVOR kernel (default: the source's, or {_field_default(PerformerConfig, 'kernel')})")
+    conv.add_argument("--num-features", type=int,
+                      help=f"FAVOR random features M per head (default: the source's, or {_field_default(PerformerConfig, 'num_features')})")
     conv.add_argument("--seed", type=int, default=0, help="seed of the random projections")
     conv.add_argument("--vocab", help="the source's vocabulary, one token per line (default: its vocab.txt)")

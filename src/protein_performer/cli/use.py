@@ -9,6 +9,7 @@ import sys
 from ..data import DATA_DIR
 from ..inference.model import DEFAULT_TOKENS_PER_BATCH, PRECISIONS
 from ..inference.probe import CONTACT_FEATURES
+from .common import add_quiet, add_threads, show_progress
 
 PDB_SLICE = DATA_DIR / "pdb_ss_dev_slice.jsonl.gz"
 
@@ -17,8 +18,8 @@ def run_embed(args: argparse.Namespace) -> int:
     from ..inference import load, write_embeddings
 
     plm = load(args.checkpoint)
-    stats = write_embeddings(plm, args.fasta, args.out, layers=args.layers, per_residue=args.per_residue,
-                             tokens_per_batch=args.tokens_per_batch, precision=args.precision, progress=not args.quiet)
+    stats = write_embeddings(plm, args.fasta, args.out, layers=args.layers, per_residue=args.per_residue, overwrite=args.overwrite,
+                             tokens_per_batch=args.tokens_per_batch, precision=args.precision, progress=show_progress(args))
     print(f"embedded {stats.written} sequences ({stats.residues:,} residues) in {stats.seconds:.1f} s, "
           f"skipped {stats.skipped} already in {args.out}")
     return 0
@@ -38,11 +39,11 @@ def run_fill_mask(args: argparse.Namespace) -> int:
 
 def run_score(args: argparse.Namespace) -> int:
     from ..inference import load, score_variants
-    from ..rundir import output_file
+    from ..rundir import atomic_write, output_file
 
     if not (args.mutations or args.mutations_csv or args.pseudo_perplexity):
         raise ValueError("nothing to score: give --mutations A23G,L45P, --mutations-csv FILE or --pseudo-perplexity")
-    out = output_file(args.out) if args.out else None  # before any work
+    out = output_file(args.out, overwrite=args.overwrite) if args.out else None  # before any work
     plm = load(args.checkpoint)
     variants = None
     if args.mutations or args.mutations_csv:
@@ -55,12 +56,16 @@ def run_score(args: argparse.Namespace) -> int:
         if out is None:
             variants.write_csv(sys.stdout)
         else:
-            with open(out, "w", newline="") as handle:
-                variants.write_csv(handle)
+            atomic_write(out, lambda tmp: _write_csv(variants, tmp))
     if pppl is not None:
         # beside a CSV on stdout, the pseudo-perplexity goes to stderr so that the CSV stays clean
         print(f"pseudo-perplexity: {pppl:.4f}", file=sys.stderr if variants is not None and out is None else sys.stdout)
     return 0
+
+
+def _write_csv(variants, path) -> None:
+    with open(path, "w", newline="") as handle:
+        variants.write_csv(handle)
 
 
 def run_probe(args: argparse.Namespace) -> int:
@@ -68,7 +73,7 @@ def run_probe(args: argparse.Namespace) -> int:
 
     plm = load(args.checkpoint)
     result = run_probes(plm, read_chains(args.data), layer=args.layer, contact_features=args.contact_features,
-                        max_length=args.max_length, tokens_per_batch=args.tokens_per_batch)
+                        max_length=args.max_length, tokens_per_batch=args.tokens_per_batch, progress=show_progress(args))
     if args.json:
         print(json.dumps(result))
         return 0
@@ -83,43 +88,60 @@ def run_probe(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    emb = sub.add_parser("embed", help="embeddings of a FASTA file into HDF5, one group per sequence id")
+    emb = sub.add_parser("embed", help="embeddings of a FASTA file into HDF5, one group per sequence id",
+                         epilog="example (seconds with the demo model; layout of the file: README, section \"Use a trained model\"):\n"
+                                "  protein-performer embed --checkpoint runs/demo --fasta examples/proteins.fasta --out runs/emb.h5 "
+                                "--layers 0 -1")
     emb.set_defaults(func=run_embed, parser=emb)
     emb.add_argument("--checkpoint", required=True, help="model directory (config.json + model.safetensors)")
     emb.add_argument("--fasta", required=True, help="FASTA file (plain or .gz)")
     emb.add_argument("--out", required=True, help="HDF5 file; ids already complete in it are skipped")
+    emb.add_argument("--overwrite", action="store_true", help="replace an existing --out that embed did not write")
     emb.add_argument("--per-residue", action="store_true", help="also store the [L, E] per-residue embeddings")
-    emb.add_argument("--layers", type=int, nargs="+", default=[-1], help="layer indices (0: embedding, -1: final; default -1)")
+    emb.add_argument("--layers", type=int, nargs="+", default=[-1],
+                     help="layer indices, 0: token embedding, -1: final; several give mean_layerN / per_residue_layerN datasets")
     emb.add_argument("--tokens-per-batch", type=int, default=DEFAULT_TOKENS_PER_BATCH,
                      help="token budget of a batch (a longer sequence runs alone)")
-    emb.add_argument("--precision", choices=PRECISIONS, default="fp32")
-    emb.add_argument("--quiet", action="store_true", help="no progress bar")
+    emb.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32, or bf16 autocast (fast only with native bf16)")
+    add_threads(emb)
+    add_quiet(emb)
 
-    fill = sub.add_parser("fill-mask", help="most likely residues at each <mask> of a sequence")
+    fill = sub.add_parser("fill-mask", help="most likely residues at each <mask> of a sequence",
+                          epilog='example:\n  protein-performer fill-mask --checkpoint runs/demo --sequence "MKT<mask>YIAKQR" --top-k 5')
     fill.set_defaults(func=run_fill_mask, parser=fill)
     fill.add_argument("--checkpoint", required=True, help="model directory")
     fill.add_argument("--sequence", required=True, help='sequence with <mask> tokens, e.g. "MKT<mask>LL"')
-    fill.add_argument("--top-k", type=int, default=5)
+    fill.add_argument("--top-k", type=int, default=5, help="residues shown per <mask>")
     fill.add_argument("--json", action="store_true", help="print one JSON list")
+    add_threads(fill)
 
-    score = sub.add_parser("score", help="masked-marginal variant scores log p(mutant) - log p(wild type); pseudo-perplexity")
+    score = sub.add_parser("score", help="masked-marginal variant scores log p(mutant) - log p(wild type); pseudo-perplexity",
+                           epilog="example:\n  protein-performer score --checkpoint runs/demo --sequence MKTAYIAKQR --mutations K2A,K2A:Q9P")
     score.set_defaults(func=run_score, parser=score)
     score.add_argument("--checkpoint", required=True, help="model directory")
     score.add_argument("--sequence", required=True, help="wild-type sequence")
     which = score.add_mutually_exclusive_group()
-    which.add_argument("--mutations", help="comma-separated, 1-based, e.g. A23G,L45P,A23G:L45P (':' joins a multi-mutant)")
-    which.add_argument("--mutations-csv", help="CSV file with a 'mutant' column (fair-esm convention)")
+    which.add_argument("--mutations", help="comma-separated, 1-based, e.g. A23G,L45P,A23G:L45P (':' joins a multi-mutant) (default: none)")
+    which.add_argument("--mutations-csv", help="CSV file with a 'mutant' column (fair-esm convention) (default: none)")
     score.add_argument("--pseudo-perplexity", action="store_true", help="also print the sequence's pseudo-perplexity")
-    score.add_argument("--out", help="write the scores CSV here instead of stdout")
-    score.add_argument("--tokens-per-batch", type=int, default=DEFAULT_TOKENS_PER_BATCH)
+    score.add_argument("--out", help="write the scores CSV here, never over an existing file (default: stdout)")
+    score.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    score.add_argument("--tokens-per-batch", type=int, default=DEFAULT_TOKENS_PER_BATCH,
+                       help="token budget of a batch of masked copies of the sequence")
+    add_threads(score)
 
-    probe = sub.add_parser("probe", help="secondary-structure and contact probes of frozen embeddings, beside baselines")
+    probe = sub.add_parser("probe", help="secondary-structure and contact probes of frozen embeddings, beside baselines",
+                           epilog="example (25 s to 2.5 minutes on 2 CPU cores with the tiny demo model):\n"
+                                  "  protein-performer probe --checkpoint runs/demo")
     probe.set_defaults(func=run_probe, parser=probe)
     probe.add_argument("--checkpoint", required=True, help="model directory")
     probe.add_argument("--data", default=str(PDB_SLICE),
                        help="JSON lines of PDB chains (id, sequence, dssp8, ca_centi_angstrom); default: the embedded 60-chain slice")
-    probe.add_argument("--layer", type=int, default=-1, help="layer of the secondary-structure probe (default -1: final)")
-    probe.add_argument("--contact-features", choices=CONTACT_FEATURES, default="attention")
+    probe.add_argument("--layer", type=int, default=-1, help="layer of the secondary-structure probe (default: -1, the final)")
+    probe.add_argument("--contact-features", choices=CONTACT_FEATURES, default="attention",
+                       help="contact probe's features per residue pair: attention maps, or products of embeddings")
     probe.add_argument("--max-length", type=int, default=1024, help="crop chains to this length for the contact probe")
-    probe.add_argument("--tokens-per-batch", type=int, default=DEFAULT_TOKENS_PER_BATCH)
+    probe.add_argument("--tokens-per-batch", type=int, default=DEFAULT_TOKENS_PER_BATCH, help="token budget of an embedding batch")
     probe.add_argument("--json", action="store_true", help="print one JSON object")
+    add_threads(probe)
+    add_quiet(probe)

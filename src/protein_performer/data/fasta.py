@@ -67,15 +67,19 @@ class FastaStats:
 
 
 def _open_text(path: Path) -> IO[str]:
-    """Open plain or gzip FASTA as text; gzip is recognized by its magic bytes, not the name."""
-    if not path.is_file():
+    """Open plain or gzip FASTA as text; gzip is recognized by its magic bytes, not the name, by peeking
+    at the stream, so a pipe (``<(zcat …)``, ``/dev/stdin``) is read once, like a file."""
+    if not path.exists():
         raise FileNotFoundError(f"{path}: FASTA file not found (give a plain or gzipped FASTA file)")
-    with open(path, "rb") as probe:
-        gzipped = probe.read(2) == b"\x1f\x8b"
-    raw: IO[bytes] = gzip.open(path, "rb") if gzipped else open(path, "rb")  # noqa: SIM115 (the reader closes it)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder: give a plain or gzipped FASTA file")
+    raw: IO[bytes] = open(path, "rb")  # noqa: SIM115 (the reader closes it)
+    if raw.peek(2)[:2] == b"\x1f\x8b":
+        raw = gzip.GzipFile(fileobj=raw, mode="rb")
+    # utf-8-sig: a byte-order mark (as some editors write) is not text before the first '>'.
     # errors="replace": a stray non-UTF-8 byte becomes U+FFFD and is then reported as an invalid
     # letter with its line number, instead of an anonymous UnicodeDecodeError mid-stream.
-    return io.TextIOWrapper(raw, encoding="utf-8", errors="replace")
+    return io.TextIOWrapper(raw, encoding="utf-8-sig", errors="replace")
 
 
 class _LineTracker:

@@ -28,7 +28,7 @@ from urllib.parse import unquote
 import numpy as np
 
 from ..data import FastaReader
-from .model import DEFAULT_TOKENS_PER_BATCH, ProteinLanguageModel
+from .model import DEFAULT_TOKENS_PER_BATCH, PRECISIONS, ProteinLanguageModel
 
 
 def sequence_hash(sequence: str) -> str:
@@ -78,15 +78,23 @@ class EmbedStats:
         return asdict(self)
 
 
-def _open_output(path: Path, settings: dict):
+def _open_output(path: Path, settings: dict, overwrite: bool):
+    """The output file: a new one, or one this program wrote with the same settings (to resume it);
+    any other existing file only with ``overwrite`` (then replaced)."""
     import h5py
 
-    if path.exists():
+    if path.is_dir():
+        raise IsADirectoryError(f"`out` {path} is a folder: give the HDF5 file to write")
+    if path.exists() and not overwrite:
         try:
             handle = h5py.File(path, "a")
         except OSError as err:
             raise ValueError(f"{path} exists and is not a readable HDF5 file ({err}); "
-                             "remove it or choose another `out`") from None
+                             "choose another `out`, or pass `overwrite` to replace it") from None
+        if "model_fingerprint" not in handle.attrs:
+            handle.close()
+            raise ValueError(f"{path} is an HDF5 file not written by protein-performer embed: choose another `out`, "
+                             f"or pass `overwrite` to replace it")
         for key, value in settings.items():
             if key in handle.attrs:
                 stored = handle.attrs[key]
@@ -114,14 +122,21 @@ def write_embeddings(
     tokens_per_batch: int = DEFAULT_TOKENS_PER_BATCH,
     precision: str = "fp32",
     progress: bool = True,
+    overwrite: bool = False,
 ) -> EmbedStats:
     """Embed every record of ``fasta`` into ``out`` (HDF5, layout in the module docstring), skipping
     ids already complete there. Sequences are sorted by length and batched by ``tokens_per_batch``;
-    each runs whole, at any length. Raises ``FileNotFoundError`` / ``ValueError`` (a
-    :class:`~protein_performer.data.FastaError` for a malformed file) with the file and the fix."""
-    from tqdm import tqdm
+    each runs whole, at any length. ``out`` must be new or a file this function wrote with the same
+    model and settings (it is then resumed); ``overwrite`` replaces any other. Raises
+    ``FileNotFoundError`` / ``ValueError`` (a :class:`~protein_performer.data.FastaError` for a
+    malformed file) with the file and the fix, before ``out`` is touched; a new ``out`` that receives
+    nothing is removed again."""
 
     fasta, out = Path(fasta), Path(out)
+    if tokens_per_batch < 1:
+        raise ValueError(f"`tokens_per_batch` must be positive, got {tokens_per_batch}")
+    if precision not in PRECISIONS:
+        raise ValueError(f"`precision` must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     start = time.perf_counter()
     records = list(FastaReader(fasta))  # validates letters and duplicate ids
     if not records:
@@ -130,7 +145,22 @@ def write_embeddings(
     names = dataset_names(resolved, per_residue)
     settings = {"layers": list(resolved), "per_residue": bool(per_residue), "embed_dim": plm.embed_dim,
                 "model_fingerprint": model_fingerprint(plm)}
-    with _open_output(out, settings) as h5:
+    created = not out.exists() or overwrite
+    try:
+        todo, residues = _embed_into(plm, records, out, fasta, resolved, names, settings, overwrite=overwrite,
+                                     tokens_per_batch=tokens_per_batch, precision=precision, progress=progress)
+    except BaseException:
+        if created and out.exists() and not read_embeddings(out):
+            out.unlink()  # refused or interrupted before the first embedding: leave nothing behind
+        raise
+    return EmbedStats(len(records), len(todo), len(records) - len(todo), residues, time.perf_counter() - start)
+
+
+def _embed_into(plm, records, out: Path, fasta: Path, resolved, names, settings, *, overwrite, tokens_per_batch, precision,
+                progress) -> tuple[list, int]:
+    from tqdm import tqdm
+
+    with _open_output(out, settings, overwrite) as h5:
         todo = []
         for record in records:
             name = group_name(record.id)
@@ -162,7 +192,7 @@ def write_embeddings(
                 group.attrs["complete"] = True
                 h5.flush()
                 bar.update(len(record.sequence))
-    return EmbedStats(len(records), len(todo), len(records) - len(todo), residues, time.perf_counter() - start)
+    return todo, residues
 
 
 def read_embeddings(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:

@@ -7,6 +7,7 @@ Every problem is one :class:`MutationError` (a ``ValueError``) naming the mutati
 from __future__ import annotations
 
 import csv
+import io
 import os
 import re
 from dataclasses import dataclass
@@ -86,7 +87,10 @@ def parse_mutant(text: str) -> Mutant:
     """``"A23G:L45P"`` → a :class:`Mutant` with two substitutions (at distinct positions)."""
     if not text.strip():
         raise MutationError("empty mutation: write e.g. A23G, or A23G:L45P for a multi-mutant")
-    substitutions = tuple(parse_substitution(part) for part in text.strip().split(":"))
+    parts = text.strip().split(":")
+    if not all(p.strip() for p in parts):
+        raise MutationError(f"malformed mutant {text.strip()!r}: an empty part between ':' (write e.g. A23G:L45P)")
+    substitutions = tuple(parse_substitution(part) for part in parts)
     positions = [s.position for s in substitutions]
     if len(set(positions)) != len(positions):
         raise MutationError(f"{text}: a multi-mutant changes each position at most once")
@@ -108,20 +112,26 @@ def read_mutations_csv(path: str | os.PathLike, column: str = "mutant",
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: `mutations_csv` takes a CSV file with a {column!r} column")
-    with open(path, newline="", encoding="utf-8-sig") as f:  # -sig: the byte-order mark spreadsheets write
-        reader = csv.DictReader(f)
-        if reader.fieldnames is None or column not in reader.fieldnames:
-            raise MutationError(f"{path}: no {column!r} column in the header (found {reader.fieldnames or 'nothing'})")
-        rows, mutants = [], []
-        for row in reader:
-            try:
-                mutant = parse_mutant(row[column] or "")
-                if sequence is not None:
-                    mutant.check(sequence)
-                mutants.append(mutant)
-            except MutationError as err:
-                raise MutationError(f"{path}, line {reader.line_num}: {err}") from None
-            rows.append(row)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8-sig")  # -sig: the byte-order mark spreadsheets write
+    except UnicodeDecodeError as err:
+        line = raw[: err.start].count(b"\n") + 1
+        raise MutationError(f"{path}, line {line}: byte {raw[err.start]:#04x} is not UTF-8 text: save the file as UTF-8 "
+                            f"(\"CSV UTF-8\" in spreadsheets)") from None
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    if reader.fieldnames is None or column not in reader.fieldnames:
+        raise MutationError(f"{path}: no {column!r} column in the header (found {reader.fieldnames or 'nothing'})")
+    rows, mutants = [], []
+    for row in reader:
+        try:
+            mutant = parse_mutant(row[column] or "")
+            if sequence is not None:
+                mutant.check(sequence)
+            mutants.append(mutant)
+        except MutationError as err:
+            raise MutationError(f"{path}, line {reader.line_num}: {err}") from None
+        rows.append(row)
     if not rows:
         raise MutationError(f"{path}: no mutations (the file has a header but no rows)")
     return rows, mutants

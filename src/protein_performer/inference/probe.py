@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from torch.nn import functional as F
+from tqdm import tqdm
 
 from ..data import DEFAULT_ALPHABET, split_bucket
 from ..data.jsonlines import read_json_lines
@@ -145,11 +146,17 @@ def _pairs(length: int, min_separation: int) -> tuple[np.ndarray, np.ndarray]:
     return i, j
 
 
+def _bar(enabled: bool, total: int, desc: str, unit: str = "chain") -> tqdm:
+    return tqdm(total=total, desc=desc, unit=unit, disable=not enabled, leave=False, dynamic_ncols=True)
+
+
 def _contact_scores(pair_features, chains: Sequence[Chain], train_rows: Sequence[int], test_rows: Sequence[int],
-                    max_length: int, pairs_per_chain: int, seed: int) -> tuple[float, float]:
+                    max_length: int, pairs_per_chain: int, seed: int, progress: bool = False) -> tuple[float, float]:
     rng = np.random.default_rng(seed)
     xs, ys = [], []
+    bar = _bar(progress, len(train_rows) + len(test_rows), "probe: contacts")
     for row in train_rows:
+        bar.update(1)
         chain = chains[row]
         length = min(len(chain), max_length)
         i, j = _pairs(length, TRAIN_MIN_SEPARATION)
@@ -167,6 +174,7 @@ def _contact_scores(pair_features, chains: Sequence[Chain], train_rows: Sequence
     weight, _bias = fit_logistic((train_x - mean) / std, train_y, 2)
     precisions, baselines = [], []
     for row in test_rows:
+        bar.update(1)
         chain = chains[row]
         length = min(len(chain), max_length)
         i, j = _pairs(length, LONG_RANGE)
@@ -178,6 +186,7 @@ def _contact_scores(pair_features, chains: Sequence[Chain], train_rows: Sequence
         top = np.argsort(-score, kind="stable")[: max(1, length // 5)]
         precisions.append(float(truth[top].mean()))
         baselines.append(float(truth.mean()))
+    bar.close()
     if not precisions:
         raise ValueError(f"no test chain is longer than {LONG_RANGE} residues for the contact probe")
     return float(np.mean(precisions)), float(np.mean(baselines))
@@ -193,12 +202,13 @@ def run_probes(
     pairs_per_chain: int = 2000,
     tokens_per_batch: int = DEFAULT_TOKENS_PER_BATCH,
     seed: int = 0,
+    progress: bool = False,
 ) -> dict:
     """Secondary-structure and contact probes of a frozen model (see the module docstring).
 
     Returns ``q3``, ``q8``, ``q3_baseline``, ``q8_baseline``, ``contact_precision``,
     ``contact_baseline``, ``chains_train``, ``chains_test``, ``residues_train``, ``residues_test`` and
-    the settings used."""
+    the settings used. ``progress``: bars of chains on stderr (embedding, then contacts)."""
     if contact_features not in CONTACT_FEATURES:
         raise ValueError(f"contact features must be one of {CONTACT_FEATURES}, got {contact_features!r}")
     if max_length < 1:
@@ -209,15 +219,22 @@ def run_probes(
     if not train_rows or not test_rows:
         raise ValueError(f"{len(chains)} chains give {len(train_rows)} train and {len(test_rows)} test chains: "
                          "the probes need both (give more chains)")
-    embeddings = plm.embed([c.sequence for c in chains], layers=absolute_layer, tokens_per_batch=tokens_per_batch)
+    embeddings: list[Tensor] = [torch.empty(0)] * len(chains)  # [L, E] per chain, in input order
+    with _bar(progress, len(chains), "probe: embed") as bar:
+        for k, reps in plm.iter_representations([c.sequence for c in chains], absolute_layer, tokens_per_batch=tokens_per_batch):
+            embeddings[k] = reps[absolute_layer]
+            bar.update(1)
 
     # secondary structure
     labels8 = [torch.tensor([DSSP8.index(s) for s in c.dssp8]) for c in chains]
     to3 = torch.tensor([SS3.index(DSSP8_TO_3[s]) for s in DSSP8])
     train_x, test_x = torch.cat([embeddings[k] for k in train_rows]), torch.cat([embeddings[k] for k in test_rows])
     train_8, test_8 = torch.cat([labels8[k] for k in train_rows]), torch.cat([labels8[k] for k in test_rows])
-    q8, q8_baseline = _accuracy_and_baseline(train_x, train_8, test_x, test_8, len(DSSP8))
-    q3, q3_baseline = _accuracy_and_baseline(train_x, to3[train_8], test_x, to3[test_8], len(SS3))
+    with _bar(progress, 2, "probe: secondary structure", unit="fit") as bar:
+        q8, q8_baseline = _accuracy_and_baseline(train_x, train_8, test_x, test_8, len(DSSP8))
+        bar.update(1)
+        q3, q3_baseline = _accuracy_and_baseline(train_x, to3[train_8], test_x, to3[test_8], len(SS3))
+        bar.update(1)
 
     # contacts
     # pair_features(chain row, crop length, i [P], j [P]) -> [P, D]
@@ -230,7 +247,8 @@ def run_probes(
         def pair_features(row: int, length: int, i: np.ndarray, j: np.ndarray) -> Tensor:
             e = (embeddings[row][:length] - mean) / std
             return e[i] * e[j]
-    precision, baseline = _contact_scores(pair_features, chains, train_rows, test_rows, max_length, pairs_per_chain, seed)
+    precision, baseline = _contact_scores(pair_features, chains, train_rows, test_rows, max_length, pairs_per_chain, seed,
+                                          progress)
     return {
         "q3": q3, "q8": q8, "q3_baseline": q3_baseline, "q8_baseline": q8_baseline,
         "contact_precision": precision, "contact_baseline": baseline,

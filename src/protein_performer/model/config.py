@@ -51,6 +51,12 @@ class PerformerConfig:
             value, kind = getattr(self, f.name), type(f.default)
             if not (type(value) is kind or (kind is float and type(value) is int)):
                 raise ValueError(f"invalid model config: {f.name} must be {kind.__name__}, got {value!r}")
+        sizes = ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff", "num_features", "chunk_size", "max_len")
+        for name in sizes:
+            if getattr(self, name) < 1:
+                raise ValueError(f"invalid model config: `{name}` must be positive, got {getattr(self, name)}")
+        if self.redraw_interval < 0:
+            raise ValueError(f"invalid model config: `redraw_interval` must be 0 (never) or more, got {self.redraw_interval}")
         checks = [
             (self.attention in ATTENTIONS, f"attention must be one of {ATTENTIONS}"),
             (self.kernel in KERNELS, f"kernel must be one of {KERNELS}"),
@@ -60,7 +66,6 @@ class PerformerConfig:
             (self.activation in ACTIVATIONS, f"activation must be one of {ACTIVATIONS}"),
             (self.d_model % self.num_heads == 0, "d_model must be divisible by num_heads"),
             ((self.d_model // self.num_heads) % 2 == 0 or self.positions != "rotary", "rotary positions need an even head dim"),
-            (min(self.d_model, self.num_layers, self.num_heads, self.d_ff, self.num_features) > 0, "sizes must be positive"),
             (0.0 <= self.dropout < 1.0, "dropout must be in [0, 1)"),
             (0 <= self.pad_idx < self.vocab_size and 0 <= self.mask_idx < self.vocab_size, "pad_idx and mask_idx must be < vocab_size"),
         ]

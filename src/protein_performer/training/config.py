@@ -6,7 +6,9 @@ Errors name a setting in backquotes (``batch_size``); the command line shows it 
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..data import DEFAULT_CORPUS_PATH
 
@@ -42,13 +44,24 @@ class TrainConfig:
                 raise ValueError(f"invalid training setting: `{name}` must be a positive integer, got {getattr(self, name)!r}")
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"invalid training setting: `warmup_steps` must be 0 or more, got {self.warmup_steps!r}")
-        if not self.lr >= 0:
-            raise ValueError(f"invalid training setting: `lr` must be 0 or more, got {self.lr!r}")
+        if not (isinstance(self.lr, (int, float)) and 0 <= self.lr < math.inf):
+            raise ValueError(f"invalid training setting: `lr` must be a finite number, 0 or more, got {self.lr!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"invalid training setting: `precision` must be bf16 or fp32, got {self.precision!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict, *, source: str | Path = "training settings") -> TrainConfig:
+        """``values`` as :meth:`to_dict` wrote them (e.g. ``train_config.json``); errors name ``source``."""
+        unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"{source} is not a protein-performer training config (unknown settings: {', '.join(unknown)})")
+        try:
+            return cls(**values)
+        except ValueError as err:
+            raise ValueError(f"{source}: {err}") from None
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)

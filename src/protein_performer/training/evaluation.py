@@ -13,6 +13,7 @@ import os
 import torch
 from torch import Tensor
 from torch.nn import functional as F
+from tqdm import tqdm
 
 from ..data import DEFAULT_CORPUS_PATH, IGNORE_INDEX, EncodedCorpus
 from ..rundir import RunDir
@@ -24,7 +25,7 @@ from .objective import amino_acid_frequencies, forward_logits, make_collator, ma
 @torch.no_grad()
 def evaluate_dataset(model: torch.nn.Module, dataset, collator, *, batch_size: int, max_sequences: int | None = None,
                      precision: str = "bf16", frequencies: list[float] | None = None, dist: Distributed | None = None,
-                     lockstep: bool = False) -> dict:
+                     lockstep: bool = False, progress: bool = False) -> dict:
     """Loss (mean cross-entropy), accuracy and perplexity over the predicted positions of the first
     ``max_sequences`` samples (all when None), in batches of ``batch_size``; with ``frequencies``
     ``[V]`` also ``baseline_accuracy`` and ``baseline_perplexity`` of predicting from them.
@@ -32,6 +33,7 @@ def evaluate_dataset(model: torch.nn.Module, dataset, collator, *, batch_size: i
     With ``dist``, batches are dealt out round-robin over the ranks and the sums reduced. ``lockstep``
     (sharded models, whose every forward is a collective) makes a rank without a batch left run its
     first batch again and discard the result, so all ranks call the model equally often.
+    ``progress``: a bar of sequences on stderr (changes nothing computed).
     """
     dist = dist or Distributed()
     was_training = model.training
@@ -44,6 +46,8 @@ def evaluate_dataset(model: torch.nn.Module, dataset, collator, *, batch_size: i
     best = int(log_freq.argmax()) if log_freq is not None else -1
     nll = base_nll = 0.0
     total = correct = base_correct = 0
+    bar = tqdm(total=sum(min(stop, s + batch_size) - s for s in mine), unit="seq", desc="evaluate", disable=not progress,
+               leave=False, dynamic_ncols=True)
     for i in range(rounds):
         start = mine[i] if i < len(mine) else starts[0]
         indices = range(start, min(stop, start + batch_size))
@@ -51,6 +55,7 @@ def evaluate_dataset(model: torch.nn.Module, dataset, collator, *, batch_size: i
         logits, labels = forward_logits(model, batch, precision)
         if i >= len(mine):
             continue
+        bar.update(len(indices))
         keep = labels != IGNORE_INDEX
         target: Tensor = labels[keep]
         nll += F.cross_entropy(logits[keep], target, reduction="sum").item()
@@ -59,6 +64,7 @@ def evaluate_dataset(model: torch.nn.Module, dataset, collator, *, batch_size: i
         if log_freq is not None:
             base_nll -= log_freq[target.cpu()].sum().item()
             base_correct += int((target == best).sum())
+    bar.close()
     model.train(was_training)
     nll, total, correct, base_nll, base_correct = dist.sum([nll, total, correct, base_nll, base_correct],
                                                            next(model.parameters()).device)
@@ -70,18 +76,18 @@ def evaluate_dataset(model: torch.nn.Module, dataset, collator, *, batch_size: i
 
 
 def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = None, *, batch_size: int = 8,
-             max_sequences: int | None = None, seq_len: int | None = None, seed: int = 0) -> dict:
+             max_sequences: int | None = None, seq_len: int | None = None, seed: int = 0, progress: bool = False) -> dict:
     """Accuracy and perplexity of a saved model on masked positions (mlm) or next tokens (causal), and
     the same for predicting from the training split's amino-acid frequencies. Default data: the test
     split of the embedded corpus; FASTA or JSON lines (:meth:`EncodedCorpus.from_file`). Crops as in
-    training (its ``seq_len`` unless given)."""
+    training (its ``seq_len`` unless given). ``progress``: a bar on stderr."""
     if batch_size < 1 or (max_sequences is not None and max_sequences < 1):
         raise ValueError(f"`batch_size` and `max_sequences` must be positive, got {batch_size} and {max_sequences}")
     run = RunDir(checkpoint)
     model = run.load_model()
     config = model.config
     recorded = run.read_train_config()
-    tc = TrainConfig(**recorded) if recorded is not None else TrainConfig()
+    tc = TrainConfig.from_dict(recorded, source=run.train_config) if recorded is not None else TrainConfig()
     tc = tc.replace(seed=seed, seq_len=seq_len if seq_len is not None else tc.seq_len)
     corpus = EncodedCorpus.from_file(data) if data is not None else EncodedCorpus.from_fasta(DEFAULT_CORPUS_PATH, split="test")
     if len(corpus) == 0:
@@ -91,7 +97,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = Non
         frequencies = amino_acid_frequencies(EncodedCorpus.from_fasta(tc.data, split="train"), with_eos=config.causal)
     dataset = make_dataset(corpus, tc, train=False)
     result = evaluate_dataset(model, dataset, make_collator(config), batch_size=batch_size, max_sequences=max_sequences,
-                              precision=tc.precision, frequencies=frequencies)
+                              precision=tc.precision, frequencies=frequencies, progress=progress)
     return {
         "accuracy": result["accuracy"], "perplexity": result["perplexity"],
         "baseline_accuracy": result["baseline_accuracy"], "baseline_perplexity": result["baseline_perplexity"],

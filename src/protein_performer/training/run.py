@@ -19,7 +19,7 @@ from pathlib import Path
 
 from ..data import EncodedCorpus
 from ..model import PerformerConfig, preset
-from ..rundir import RunDir
+from ..rundir import LOCK, RunDir
 from .config import TrainConfig
 from .distributed import Distributed
 from .trainer import Trainer
@@ -29,7 +29,8 @@ ARCHITECTURE_SETTINGS = ("preset", "config", "attention", "kernel", "objective",
 
 
 def _check_out(run: RunDir, *, resume: bool, init_from: str | os.PathLike | None) -> RunDir | None:
-    """The checkpoint to resume from, or None for a new run; ``ValueError`` if ``run`` cannot be used."""
+    """The checkpoint to resume from, or None for a new run (or for resuming a run that has none yet);
+    ``ValueError`` if ``run`` cannot be used."""
     checkpoint = run.latest_checkpoint()
     out = run.path
     if checkpoint is not None and not resume:
@@ -40,7 +41,7 @@ def _check_out(run: RunDir, *, resume: bool, init_from: str | os.PathLike | None
     if checkpoint is None and os.environ.get("RANK", "0") == "0":  # rank 0 only: the others may see its first files
         if out.exists() and not out.is_dir():
             raise ValueError(f"`out` {out} is a file: give a directory for the run")
-        if out.is_dir() and any(out.iterdir()) and not (resume and run.is_run()):
+        if run.user_files() and not (resume and run.is_run()):
             raise ValueError(f"`out` {out} holds files but no run to resume: give a new or empty directory")
     return checkpoint
 
@@ -80,19 +81,42 @@ def start_training(out: str | os.PathLike, *, resume: bool = False, init_from: s
     model_options = {k: v for k, v in (model_options or {}).items() if v is not None}
     train_options = {k: v for k, v in (train_options or {}).items() if v is not None}
     run = RunDir(out)
-    checkpoint = _check_out(run, resume=resume, init_from=init_from)
-    if checkpoint is not None:
-        model_config = checkpoint.read_config()
-        tc = TrainConfig(**checkpoint.read_train_config())
-        if "max_steps" in train_options:
-            tc.max_steps = train_options["max_steps"]
-    else:
-        tc = TrainConfig(**train_options)
-        model_config = _new_model_config(init_from=init_from, config=config, preset_name=preset_name,
-                                         model_options=model_options, train_config=tc)
-    tc.micro_batch_size = min(tc.micro_batch_size, tc.batch_size)
-    corpus = EncodedCorpus.from_fasta(tc.data, skip_invalid=skip_invalid)
-    if len(corpus) == 0:
-        raise ValueError(f"{tc.data} holds no sequences: nothing to train on")
-    return Trainer(Path(out), model_config, tc, corpus=corpus, init_weights=init_from, checkpoint=checkpoint,
-                   dist=dist, fsdp=fsdp)
+    if os.environ.get("RANK", "0") == "0" and run.path.exists() and not run.path.is_dir():
+        raise ValueError(f"`out` {run.path} is a file: give a directory for the run")
+    _check_out(run, resume=resume, init_from=init_from)  # a refusal before anything is created
+    # One writer per directory (rank 0 writes for all ranks); then decided again, under the lock.
+    existed = run.path.exists()
+    lock = run.lock() if os.environ.get("RANK", "0") == "0" else None
+    try:
+        checkpoint = _check_out(run, resume=resume, init_from=init_from)
+        if checkpoint is not None or (resume and run.is_run()):
+            # The run's own settings (a run killed before its first checkpoint starts again from step 0
+            # with them); only max_steps may be raised to train further.
+            recorded = checkpoint or run
+            model_config = recorded.read_config()
+            tc = TrainConfig.from_dict(recorded.read_train_config(), source=recorded.train_config)
+            if "max_steps" in train_options:
+                tc.max_steps = train_options["max_steps"]
+        else:
+            tc = TrainConfig(**train_options)
+            model_config = _new_model_config(init_from=init_from, config=config, preset_name=preset_name,
+                                             model_options=model_options, train_config=tc)
+        tc.micro_batch_size = min(tc.micro_batch_size, tc.batch_size)
+        corpus = EncodedCorpus.from_fasta(tc.data, skip_invalid=skip_invalid)
+        if len(corpus) == 0:
+            raise ValueError(f"{tc.data} holds no sequences: nothing to train on")
+        if len(corpus.select("train")) == 0:
+            raise ValueError(f"none of the {len(corpus)} proteins of {tc.data} falls in the training split (about 95% of "
+                             f"accessions, chosen by a hash of each accession): give more proteins")
+        trainer = Trainer(Path(out), model_config, tc, corpus=corpus, init_weights=init_from, checkpoint=checkpoint,
+                          dist=dist, fsdp=fsdp)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+            if not run.user_files():  # refused: leave nothing behind
+                (run / LOCK).unlink(missing_ok=True)
+                if not existed:
+                    run.path.rmdir()
+        raise
+    trainer.lock = lock
+    return trainer

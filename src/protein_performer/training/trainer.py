@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import math
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -20,7 +22,7 @@ from tqdm import tqdm
 
 from ..data import DEFAULT_ALPHABET, IGNORE_INDEX, EncodedCorpus
 from ..model import PerformerConfig, PerformerLM
-from ..rundir import RunDir
+from ..rundir import RunDir, RunLock
 from ..seeding import derived_seed, seeded_generator
 from .config import TrainConfig
 from .distributed import Distributed
@@ -54,6 +56,17 @@ def rank_slice(batch_size: int, rank: int, world_size: int) -> tuple[int, int]:
                          f"choose a multiple of {world_size}")
     share = batch_size // world_size
     return rank * share, (rank + 1) * share
+
+
+ETA_AFTER_STEPS = 3  # steps timed before the estimate of the time to the end is printed
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.0f} s" if seconds < 120 else f"{seconds / 60:.1f} min" if seconds < 7200 else f"{seconds / 3600:.1f} h"
+
+
+class TrainingDiverged(ValueError):
+    """A non-finite loss, gradient or weight: training stops before it is applied or saved."""
 
 
 def warmup_factor(step: int, warmup_steps: int) -> float:
@@ -97,6 +110,7 @@ class Trainer:
         self.model = PerformerLM(model_config).to(self.device)
         self.step = 0
         self.history: list[dict] = []
+        self.lock: RunLock | None = None  # the run directory's, taken by start_training; released by fit
         self.resumed = checkpoint is not None
         if checkpoint is not None:
             checkpoint.load_weights(self.model)
@@ -162,7 +176,11 @@ class Trainer:
         self.history = [row for row in self.run.read_metrics() if row.get("step", 0) <= self.step]
 
     def save(self) -> None:
-        """A checkpoint of the whole run (all ranks take part; rank 0 writes)."""
+        """A checkpoint of the whole run (all ranks take part; rank 0 writes); never of non-finite weights."""
+        finite = all(bool(torch.isfinite(p.to_local() if hasattr(p, "to_local") else p).all()) for p in self.model.parameters())
+        if not all(self.dist.gather(finite)):
+            raise TrainingDiverged(f"training diverged at step {self.step}: the weights are no longer finite; they were not "
+                                   f"saved and the last checkpoint stays the latest: lower `lr` or raise `warmup_steps`")
         rng = {"torch": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state() if self.device.type == "cuda" else None}
         rngs = {}
         for rank, states in enumerate(self.dist.gather(rng)):
@@ -227,6 +245,10 @@ class Trainer:
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_norm)
         if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
             grad_norm = grad_norm.full_tensor()
+        if not math.isfinite(float(grad_norm)):  # the norm is global: every rank stops alike
+            what = f"the loss is {total_loss / predicted}" if not math.isfinite(total_loss) else f"the gradient norm is {float(grad_norm)}"
+            raise TrainingDiverged(f"training diverged at step {step + 1}: {what}; nothing of this step was applied "
+                                   f"and the last checkpoint stays the latest: lower `lr` or raise `warmup_steps`")
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -235,6 +257,18 @@ class Trainer:
                 "grad_norm": float(grad_norm), "tokens": int(tokens), "lr": self.optimizer.param_groups[0]["lr"]}
 
     def fit(self, *, progress: bool = True) -> dict:
+        """Train to ``max_steps``, validating, logging and checkpointing on the way; returns the last
+        validation. ``progress``: a progress bar on a terminal and, once a few steps are timed, the
+        estimated time per step and to the end (stderr). The run directory's lock, if any, is released
+        at the end, however training ends."""
+        try:
+            return self._fit(progress)
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+                self.lock = None
+
+    def _fit(self, progress: bool) -> dict:
         from torch.utils.tensorboard import SummaryWriter
 
         tc, main = self.tc, self.dist.is_main
@@ -243,34 +277,43 @@ class Trainer:
             self.run.write_config(self.config)
             self.run.write_train_config(tc.to_dict())
         writer = SummaryWriter(str(self.run.tensorboard), purge_step=self.step) if main else None
-        bar = tqdm(total=tc.max_steps, initial=self.step, disable=not (progress and main), unit="step", dynamic_ncols=True)
+        bar = tqdm(total=tc.max_steps, initial=self.step, disable=not (progress and main and sys.stderr.isatty()), unit="step",
+                   dynamic_ncols=True)
         self.model.train()
         window_tokens, window_start = 0, time.perf_counter()
         last_valid = None
-        while self.step < tc.max_steps:
-            stats = self.train_step()
-            window_tokens += stats["tokens"]
-            elapsed = time.perf_counter() - window_start
-            stats["tokens_per_s"] = window_tokens / max(elapsed, 1e-9)
-            row = {"step": self.step, **{f"train/{k}": v for k, v in stats.items()}}
-            if self.valid_data is not None and (self.step % tc.eval_every == 0 or self.step == tc.max_steps):
-                last_valid = self.validate()
-                row.update({f"valid/{k}": v for k, v in last_valid.items()})
-            if self.step % tc.log_every == 0 or "valid/loss" in row or self.step == tc.max_steps:
-                self.history.append(row)
-                for key, value in row.items():
-                    if writer is not None and key != "step":
-                        writer.add_scalar(key, value, self.step)
-                window_tokens, window_start = 0, time.perf_counter()
-            postfix = {"loss": f"{stats['loss']:.3f}", "acc": f"{stats['accuracy']:.3f}", "tok/s": f"{stats['tokens_per_s']:.0f}"}
-            if last_valid:
-                postfix["val_acc"] = f"{last_valid['accuracy']:.3f}"
-            bar.set_postfix(postfix, refresh=False)
-            bar.update(1)
-            if self.step % tc.save_every == 0 or self.step == tc.max_steps:
-                self.save()
-        bar.close()
-        if writer is not None:
-            writer.close()
+        timed, timing_start = 0, time.perf_counter()
+        try:
+            while self.step < tc.max_steps:
+                stats = self.train_step()
+                timed += 1
+                if timed == ETA_AFTER_STEPS and progress and main:
+                    per_step = (time.perf_counter() - timing_start) / timed
+                    bar.write(f"about {per_step:.2f} s per step: {_duration(per_step * (tc.max_steps - self.step))} to step "
+                              f"{tc.max_steps} (validation and checkpoints add to it)", file=sys.stderr)
+                window_tokens += stats["tokens"]
+                elapsed = time.perf_counter() - window_start
+                stats["tokens_per_s"] = window_tokens / max(elapsed, 1e-9)
+                row = {"step": self.step, **{f"train/{k}": v for k, v in stats.items()}}
+                if self.valid_data is not None and (self.step % tc.eval_every == 0 or self.step == tc.max_steps):
+                    last_valid = self.validate()
+                    row.update({f"valid/{k}": v for k, v in last_valid.items()})
+                if self.step % tc.log_every == 0 or "valid/loss" in row or self.step == tc.max_steps:
+                    self.history.append(row)
+                    for key, value in row.items():
+                        if writer is not None and key != "step":
+                            writer.add_scalar(key, value, self.step)
+                    window_tokens, window_start = 0, time.perf_counter()
+                postfix = {"loss": f"{stats['loss']:.3f}", "acc": f"{stats['accuracy']:.3f}", "tok/s": f"{stats['tokens_per_s']:.0f}"}
+                if last_valid:
+                    postfix["val_acc"] = f"{last_valid['accuracy']:.3f}"
+                bar.set_postfix(postfix, refresh=False)
+                bar.update(1)
+                if self.step % tc.save_every == 0 or self.step == tc.max_steps:
+                    self.save()
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.close()
         return last_valid or {}
 
