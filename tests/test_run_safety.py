@@ -105,7 +105,9 @@ def test_resume_before_the_first_checkpoint_keeps_the_runs_settings(fasta, tmp_p
     run.path.mkdir()
     run.write_config(config)  # what train writes before its first step
     run.write_train_config(recorded.to_dict())
-    trainer = start_training(run.path, resume=True, train_options={"seq_len": 1024, "batch_size": 32, "max_steps": 7})
+    with pytest.raises(ValueError, match="`seq_len` 1024 differs from the run's 48"):
+        start_training(run.path, resume=True, train_options={"seq_len": 1024, "max_steps": 7})
+    trainer = start_training(run.path, resume=True, train_options={"seq_len": 48, "batch_size": None, "max_steps": 7})
     assert trainer.step == 0 and trainer.config == config
     assert trainer.tc == recorded.replace(max_steps=7)  # only max_steps may change
     assert json.loads(run.train_config.read_text()) == recorded.to_dict()
@@ -120,6 +122,28 @@ def test_unknown_training_settings_name_the_file(model_dir, tmp_path, capsys):
     (run / "train_config.json").write_text(json.dumps({**TrainConfig().to_dict(), "bogus": 1}))
     fails(capsys, ["evaluate", "--checkpoint", str(run), "--max-sequences", "2"], "train_config.json is not a protein-performer "
           "training config (unknown settings: bogus)")
+
+
+def test_resume_refuses_other_settings_and_changed_data(fasta, tmp_path, capsys):
+    data = tmp_path / "data.fa"
+    data.write_bytes(fasta.read_bytes())
+    run = tmp_path / "r"
+    assert main(["train", "--data", str(data), "--out", str(run), *TRAIN]) == 0
+    recorded = json.loads((run / "train_config.json").read_text())
+    assert recorded["data"] == str(data) and recorded["data_fingerprint"].startswith(f"{data.stat().st_size}:")
+    fails(capsys, ["train", "--out", str(run), "--resume", "--max-steps", "2", "--lr", "0.5"], "--lr 0.5 differs from the run's 0.001")
+    fails(capsys, ["train", "--out", str(run), "--resume", "--max-steps", "2", "--preset", "small"], "--preset does not apply")
+    data.write_text(data.read_text().replace("M", "A", 1))
+    fails(capsys, ["train", "--out", str(run), "--resume", "--max-steps", "2"], "changed since the run started")
+    data.unlink()
+    fails(capsys, ["train", "--out", str(run), "--resume", "--max-steps", "2"], "not found: the run was trained on it")
+
+
+def test_a_relative_data_path_is_recorded_whole(fasta, tmp_path, monkeypatch):
+    monkeypatch.chdir(fasta.parent)
+    trainer = start_training(tmp_path / "r", train_options={"data": fasta.name, "seq_len": 32, "batch_size": 2})
+    assert trainer.tc.data == str(fasta)
+    trainer.lock.release()
 
 
 # ---- divergence stops training --------------------------------------------------------------------
@@ -227,3 +251,56 @@ def test_refusals_are_one_line_from_a_real_process(model_dir, fasta, tmp_path):
         result = subprocess.run([sys.executable, "-m", "protein_performer", *argv], capture_output=True, text=True, timeout=300)
         lines = result.stderr.strip().splitlines()
         assert result.returncode == 2 and len(lines) == 1 and message in lines[0], result.stderr
+
+
+def test_more_inputs_found_by_the_second_sweep(model_dir, fasta, tmp_path, capsys):
+    score = ["score", "--checkpoint", str(model_dir), "--sequence", SEQUENCE]
+    twice = tmp_path / "twice.csv"
+    twice.write_text("mutant,mutant\nA4G,K2A\n")
+    fails(capsys, [*score, "--mutations-csv", str(twice)], "twice.csv, line 1: the header names column 'mutant' twice")
+    extra = tmp_path / "extra.csv"
+    extra.write_text("mutant,note\nA4G,1,extra\n")
+    fails(capsys, [*score, "--mutations-csv", str(extra)], "extra.csv, line 2: 3 fields where the header has 2")
+    fails(capsys, [*score, "--mutations-csv", str(tmp_path)], "is a folder")
+    with pytest.raises(SystemExit) as exit_:  # an argparse error: usage, then one error line
+        main(["fill-mask", "--checkpoint", str(model_dir), "--sequence", "MK<mask>", "--threads", "100000"])
+    assert exit_.value.code == 2 and "cores: give 1 to" in capsys.readouterr().err
+    fails(capsys, ["embed", "--checkpoint", str(model_dir), "--fasta", str(fasta), "--out", str(fasta), "--overwrite"],
+          "is the FASTA file or in the model's directory")
+    fails(capsys, ["embed", "--checkpoint", str(model_dir), "--fasta", str(fasta), "--out", str(model_dir / "model.safetensors"),
+                   "--overwrite"], "in the model's directory")
+    fails(capsys, ["evaluate", "--checkpoint", str(model_dir / "config.json")], "is a file: give the model directory")
+    bad_header = tmp_path / "cp1252.fa"
+    bad_header.write_bytes(b">caf\xe9\nMKV\n>caf\xe8\nMKL\n")
+    fails(capsys, ["embed", "--checkpoint", str(model_dir), "--fasta", str(bad_header), "--out", str(tmp_path / "e.h5")],
+          "is not UTF-8 text")
+    fails(capsys, ["train", "--data", str(fasta), "--out", str(tmp_path / "s"), *TRAIN, "--seed", str(2**70)], "--seed must be an integer")
+    config = tmp_path / "eps.json"
+    config.write_text(json.dumps({"layer_norm_eps": -1.0}))
+    fails(capsys, ["train", "--data", str(fasta), "--out", str(tmp_path / "e"), *TRAIN, "--config", str(config)],
+          "layer_norm_eps must be positive")
+
+
+def test_learned_positions_cover_what_is_trained_and_frequencies_are_checked(fasta, model_dir, tmp_path, capsys):
+    trainer = start_training(tmp_path / "r", model_options={"positions": "learned", "num_features": 8},
+                             train_options={"data": str(fasta), "seq_len": 64, "batch_size": 2})
+    assert trainer.config.max_len == 64
+    trainer.lock.release()
+    run = tmp_path / "m"
+    run.mkdir()
+    for name in ("config.json", "model.safetensors"):
+        (run / name).write_bytes((model_dir / name).read_bytes())
+    for bad in ({"A": 0.5}, {"frequencies": [0.5, 0.5]}, {"frequencies": "x"}, {"frequencies": [0.0] * 30}):
+        (run / "frequencies.json").write_text(json.dumps(bad))
+        fails(capsys, ["evaluate", "--checkpoint", str(run), "--max-sequences", "2"], "frequencies.json is not a valid frequency table")
+
+
+def test_models_larger_than_the_machine_are_refused_up_front(fasta, model_dir, tmp_path, capsys):
+    config = tmp_path / "huge.json"
+    config.write_text(json.dumps({"num_layers": 100000, "d_model": 512, "num_heads": 8, "d_ff": 2048}))
+    fails(capsys, ["train", "--data", str(fasta), "--out", str(tmp_path / "h"), *TRAIN, "--config", str(config)],
+          "more than this machine's")
+    assert not (tmp_path / "h").exists()
+    fails(capsys, ["convert", "--from", str(model_dir), "--out", str(tmp_path / "c"), "--num-features", "100000000000"],
+          "more than this machine's")
+    fails(capsys, ["convert", "--from", str(model_dir), "--out", str(tmp_path / "c"), "--seed", "-1"], "--seed must be an integer")

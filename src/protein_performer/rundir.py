@@ -91,11 +91,17 @@ def write_json(path: str | os.PathLike, value: dict | list) -> Path:
     return atomic_write(path, json.dumps(value, indent=2) + "\n")
 
 
-def output_file(path: str | os.PathLike, *, overwrite: bool = False, ours: Callable[[Path], bool] | None = None) -> Path:
-    """A file to write, checked before any work: not a folder, writable (its folder is created), and
-    not an existing file unless ``overwrite`` or ``ours(path)`` says this program wrote it (a file
-    of the user's is never replaced without being asked)."""
+def output_file(path: str | os.PathLike, *, overwrite: bool = False, ours: Callable[[Path], bool] | None = None,
+                inputs: tuple[str | os.PathLike | None, ...] = ()) -> Path:
+    """A file to write, checked before any work: not a folder, not one of the command's ``inputs``
+    (files, or folders whose files it reads), writable (its folder is created), and not an existing
+    file unless ``overwrite`` or ``ours(path)`` says this program wrote it (a file of the user's is
+    never replaced without being asked)."""
     path = Path(path)
+    for source in (Path(s).resolve() for s in inputs if s is not None):
+        if path.resolve() == source or (source.is_dir() and path.resolve().parent == source):
+            raise ValueError(f"`out` {path} is {'in ' if source.is_dir() else ''}one of this command's inputs ({source}): "
+                             f"write elsewhere")
     if path.is_dir():
         raise IsADirectoryError(f"`out` {path} is a folder: give the file to write")
     if path.exists() and not overwrite and not (ours is not None and ours(path)):
@@ -229,6 +235,8 @@ class RunDir:
 
     def load_model(self) -> PerformerLM:
         """The model in eval mode; ``FileNotFoundError`` / ``ValueError`` name the file and the fix."""
+        if self.path.is_file():
+            raise NotADirectoryError(f"{self.path} is a file: give the model directory (the folder holding config.json)")
         for path in (self.config, self.weights):
             if not path.is_file():
                 raise FileNotFoundError(f"{path} not found: give a model directory written by `protein-performer train` "
@@ -244,8 +252,19 @@ class RunDir:
     def write_train_config(self, values: dict) -> None:
         write_json(self.train_config, values)
 
-    def read_frequencies(self) -> list[float] | None:
-        return read_json_object(self.frequencies)["frequencies"] if self.frequencies.exists() else None
+    def read_frequencies(self, vocab_size: int | None = None) -> list[float] | None:
+        """The training split's token frequencies ``[V]``, or None; ``ValueError`` naming the file
+        when they are not ``vocab_size`` non-negative numbers with a positive sum."""
+        if not self.frequencies.exists():
+            return None
+        values = read_json_object(self.frequencies).get("frequencies")
+        ok = (isinstance(values, list) and all(isinstance(v, (int, float)) and 0 <= v < float("inf") for v in values)
+              and sum(values) > 0 and (vocab_size is None or len(values) == vocab_size))
+        if not ok:
+            expected = f"{vocab_size} " if vocab_size is not None else ""
+            raise ValueError(f"{self.frequencies} is not a valid frequency table (expected {{\"frequencies\": [{expected}"
+                             f"non-negative numbers]}}): delete it to recompute it from the training data")
+        return values
 
     def write_frequencies(self, frequencies: list[float]) -> None:
         write_json(self.frequencies, {"frequencies": frequencies})

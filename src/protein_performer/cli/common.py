@@ -28,8 +28,18 @@ def positive_int(text: str) -> int:
     return value
 
 
+def thread_count(text: str) -> int:
+    """1 to 4 threads per core: PyTorch crashes on absurd counts, and more than that only oversubscribes."""
+    import os
+
+    value, limit = positive_int(text), 4 * (os.cpu_count() or 1)
+    if value > limit:
+        raise argparse.ArgumentTypeError(f"{value} threads on {os.cpu_count()} cores: give 1 to {limit}")
+    return value
+
+
 def add_threads(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--threads", type=positive_int, metavar="N",
+    parser.add_argument("--threads", type=thread_count, metavar="N",
                         help="CPU threads for PyTorch's operations (torch.set_num_threads; default: PyTorch's, one per "
                              "core; on a busy machine fewer avoid oversubscription)")
 

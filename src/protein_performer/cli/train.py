@@ -27,7 +27,8 @@ def run_train(args: argparse.Namespace) -> int:
             raise ValueError("--fsdp shards the model over processes: launch with torchrun (see docs/distributed.md)")
         trainer = start_training(args.out, resume=args.resume, init_from=args.init_from, config=args.config, preset_name=args.preset,
                                  model_options={k: getattr(args, k) for k in MODEL_OPTIONS},
-                                 train_options={k: getattr(args, k) for k in TRAIN_OPTIONS},
+                                 train_options={k: getattr(args, k) or None if k == "concat" else getattr(args, k)
+                                                for k in TRAIN_OPTIONS},
                                  skip_invalid=args.skip_invalid, fsdp=args.fsdp, dist=dist)
         tc, config = trainer.tc, trainer.config
         if trainer.skipped_records and dist.is_main:

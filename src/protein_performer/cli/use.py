@@ -43,7 +43,7 @@ def run_score(args: argparse.Namespace) -> int:
 
     if not (args.mutations or args.mutations_csv or args.pseudo_perplexity):
         raise ValueError("nothing to score: give --mutations A23G,L45P, --mutations-csv FILE or --pseudo-perplexity")
-    out = output_file(args.out, overwrite=args.overwrite) if args.out else None  # before any work
+    out = output_file(args.out, overwrite=args.overwrite, inputs=(args.mutations_csv, args.checkpoint)) if args.out else None
     plm = load(args.checkpoint)
     variants = None
     if args.mutations or args.mutations_csv:

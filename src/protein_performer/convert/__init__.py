@@ -72,6 +72,9 @@ def convert_model(source: str | Path, out: str | Path, *, attention: str = "favo
         raise ConversionError(f"`out` {out} already holds files: give a new or empty directory (or delete it first)")
     changes = {"attention": attention, "kernel": kernel, "num_features": num_features}
     converted.config = converted.config.replace(**{k: v for k, v in changes.items() if v is not None})
+    converted.config.check_fits(8, "converting (the source and the model)")
+    if not 0 <= seed < 2**63:
+        raise ConversionError(f"`seed` must be an integer from 0 to 2**63 - 1, got {seed}")
     model = build_model(converted, seed)
     target = RunDir(out)
     target.write_model(model.state_dict(), converted.config)

@@ -28,7 +28,7 @@ from .datasets import (
     SingleSequenceDataset,
     StepBatch,
 )
-from .fasta import FastaError, FastaReader, FastaRecord, FastaStats, read_fasta
+from .fasta import FastaError, FastaReader, FastaRecord, FastaStats, file_fingerprint, read_fasta
 from .split import SPLIT_FRACTIONS, SPLITS, split_bucket, split_of
 
 __all__ = [
@@ -54,6 +54,7 @@ __all__ = [
     "PackedDataset",
     "SingleSequenceDataset",
     "StepBatch",
+    "file_fingerprint",
     "read_fasta",
     "split_bucket",
     "split_of",

@@ -11,6 +11,7 @@ A bad record raises one :class:`FastaError` naming the file, the line and the fi
 from __future__ import annotations
 
 import gzip
+import hashlib
 import io
 import os
 from collections import deque
@@ -186,6 +187,9 @@ class FastaReader:
         if not words:
             return "missing_id", header_line, "header '>' has no id", f"Write an id after '>', {_SKIP_HINT}"
         record_id = words[0]
+        if "\ufffd" in title:
+            return ("invalid_letter", header_line, f"header {title[:40]!r} is not UTF-8 text",
+                    f"Re-save the file as UTF-8, {_SKIP_HINT}")
         if not seq:
             return "empty", header_line, f"record {record_id!r} has no sequence", f"Remove the empty record, {_SKIP_HINT}"
 
@@ -211,6 +215,21 @@ class FastaReader:
                 f"Ids (the first word of the header) must be unique: rename or remove one, {_SKIP_HINT}",
             )
         return None
+
+
+def file_fingerprint(path: str | os.PathLike[str]) -> str:
+    """Size and a hash of the first and last MiB of a regular file ("" for a pipe or device): cheap
+    at any size, and different for any file that is not a copy of this one in practice."""
+    path = Path(path)
+    if not path.is_file():
+        return ""
+    size = path.stat().st_size
+    digest = hashlib.blake2b(digest_size=8)
+    with open(path, "rb") as f:
+        digest.update(f.read(1 << 20))
+        f.seek(max(0, size - (1 << 20)))
+        digest.update(f.read(1 << 20))
+    return f"{size}:{digest.hexdigest()}"
 
 
 def read_fasta(

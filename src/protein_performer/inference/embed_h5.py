@@ -133,6 +133,9 @@ def write_embeddings(
     nothing is removed again."""
 
     fasta, out = Path(fasta), Path(out)
+    inputs = [fasta.resolve()] + ([plm.source.resolve()] if plm.source is not None else [])
+    if out.resolve() == inputs[0] or out.resolve().parent in inputs[1:]:
+        raise ValueError(f"`out` {out} is the FASTA file or in the model's directory: write elsewhere")
     if tokens_per_batch < 1:
         raise ValueError(f"`tokens_per_batch` must be positive, got {tokens_per_batch}")
     if precision not in PRECISIONS:
@@ -144,7 +147,7 @@ def write_embeddings(
     resolved = plm.resolve_layers(layers)
     names = dataset_names(resolved, per_residue)
     settings = {"layers": list(resolved), "per_residue": bool(per_residue), "embed_dim": plm.embed_dim,
-                "model_fingerprint": model_fingerprint(plm)}
+                "model_fingerprint": model_fingerprint(plm), "precision": precision}
     created = not out.exists() or overwrite
     try:
         todo, residues = _embed_into(plm, records, out, fasta, resolved, names, settings, overwrite=overwrite,

@@ -26,6 +26,7 @@ import numbers
 import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -90,6 +91,7 @@ class ProteinLanguageModel(nn.Module):
             raise ValueError(f"the model's vocabulary has {model.config.vocab_size} tokens, the alphabet {len(alphabet)}")
         self.model = model.eval()
         self.alphabet = alphabet
+        self.source: Path | None = None  # the directory it was loaded from, if any
         self._standard = torch.tensor(alphabet.standard_idx)
 
     @classmethod
@@ -98,7 +100,9 @@ class ProteinLanguageModel(nn.Module):
         ``FileNotFoundError`` / ``ValueError`` name the file and the fix."""
         from ..rundir import load_model
 
-        return cls(load_model(path)).eval()
+        plm = cls(load_model(path)).eval()
+        plm.source = Path(path)
+        return plm
 
     # ---- basics ------------------------------------------------------------------------------------
     @property

@@ -110,6 +110,8 @@ def read_mutations_csv(path: str | os.PathLike, column: str = "mutant",
     """Rows of a CSV file and the mutants of its ``column`` (fair-esm's ``mutant`` column by default),
     each checked against ``sequence`` when given. Errors name the file and line."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"{path} is a folder: `mutations_csv` takes a CSV file with a {column!r} column")
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: `mutations_csv` takes a CSV file with a {column!r} column")
     raw = path.read_bytes()
@@ -122,8 +124,14 @@ def read_mutations_csv(path: str | os.PathLike, column: str = "mutant",
     reader = csv.DictReader(io.StringIO(text, newline=""))
     if reader.fieldnames is None or column not in reader.fieldnames:
         raise MutationError(f"{path}: no {column!r} column in the header (found {reader.fieldnames or 'nothing'})")
+    repeated = sorted({name for name in reader.fieldnames if reader.fieldnames.count(name) > 1})
+    if repeated:
+        raise MutationError(f"{path}, line 1: the header names column {repeated[0]!r} twice: give each column its own name")
     rows, mutants = [], []
     for row in reader:
+        if None in row or None in row.values():
+            raise MutationError(f"{path}, line {reader.line_num}: {len(row) - 1 + len(row.get(None) or [])} fields where the "
+                                f"header has {len(reader.fieldnames)}: quote fields that hold commas")
         try:
             mutant = parse_mutant(row[column] or "")
             if sequence is not None:

@@ -55,6 +55,8 @@ class PerformerConfig:
         for name in sizes:
             if getattr(self, name) < 1:
                 raise ValueError(f"invalid model config: `{name}` must be positive, got {getattr(self, name)}")
+        if not self.layer_norm_eps > 0:
+            raise ValueError(f"invalid model config: `layer_norm_eps` must be positive, got {self.layer_norm_eps}")
         if self.redraw_interval < 0:
             raise ValueError(f"invalid model config: `redraw_interval` must be 0 (never) or more, got {self.redraw_interval}")
         checks = [
@@ -72,6 +74,29 @@ class PerformerConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"invalid model config: {message}")
+
+    def num_values(self) -> int:
+        """Numbers the model holds, parameters and FAVOR projections (``num_features × d_model`` per
+        layer): what its memory is made of, known before anything is allocated."""
+        e, f, v, n = self.d_model, self.d_ff, self.vocab_size, self.num_layers
+        block = 4 * e * e + 4 * e + 2 * e * f + f + e + 4 * e + (self.num_features * e if self.attention == "favor" else 0)
+        embeddings = v * e + (self.max_len * e if self.positions == "learned" else 0) + (2 * e if self.embed_norm else 0)
+        return embeddings + n * block + (e * e + 3 * e + v) + (2 * e if self.final_norm else 0)
+
+    def check_fits(self, bytes_per_value: int, what: str) -> None:
+        """``ValueError`` up front when ``bytes_per_value`` bytes per :meth:`num_values` exceed this
+        machine's memory (instead of a process that swaps for hours or is killed)."""
+        import os
+
+        try:
+            memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            return
+        need = self.num_values() * bytes_per_value
+        if need > memory:
+            raise ValueError(f"this model holds about {self.num_values():,} numbers: {what} needs at least {need / 2**30:.0f} GiB, "
+                             f"more than this machine's {memory / 2**30:.0f} GiB: choose fewer `num_layers`, a smaller "
+                             f"`d_model` or fewer `num_features`")
 
     @property
     def causal(self) -> bool:

@@ -18,6 +18,7 @@ PRECISIONS = ("bf16", "fp32")
 @dataclass
 class TrainConfig:
     data: str = str(DEFAULT_CORPUS_PATH)
+    data_fingerprint: str = ""  # of the file when the run started (size and ends): resume refuses another
     seq_len: int = 1024
     concat: bool = False
     batch_size: int = 32  # sequences per optimizer step (the global batch)
@@ -46,6 +47,8 @@ class TrainConfig:
             raise ValueError(f"invalid training setting: `warmup_steps` must be 0 or more, got {self.warmup_steps!r}")
         if not (isinstance(self.lr, (int, float)) and 0 <= self.lr < math.inf):
             raise ValueError(f"invalid training setting: `lr` must be a finite number, 0 or more, got {self.lr!r}")
+        if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
+            raise ValueError(f"invalid training setting: `seed` must be an integer from 0 to 2**63 - 1, got {self.seed!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"invalid training setting: `precision` must be bf16 or fp32, got {self.precision!r}")
 

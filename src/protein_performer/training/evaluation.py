@@ -92,7 +92,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = Non
     corpus = EncodedCorpus.from_file(data) if data is not None else EncodedCorpus.from_fasta(DEFAULT_CORPUS_PATH, split="test")
     if len(corpus) == 0:
         raise ValueError(f"no sequences to evaluate in {data or DEFAULT_CORPUS_PATH}")
-    frequencies = run.read_frequencies()
+    frequencies = run.read_frequencies(config.vocab_size)
     if frequencies is None:
         frequencies = amino_acid_frequencies(EncodedCorpus.from_fasta(tc.data, split="train"), with_eos=config.causal)
     dataset = make_dataset(corpus, tc, train=False)

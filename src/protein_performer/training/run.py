@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..data import EncodedCorpus
+from ..data import EncodedCorpus, file_fingerprint
 from ..model import PerformerConfig, preset
 from ..rundir import LOCK, RunDir
 from .config import TrainConfig
@@ -46,6 +46,26 @@ def _check_out(run: RunDir, *, resume: bool, init_from: str | os.PathLike | None
     return checkpoint
 
 
+def _check_resumed(tc: TrainConfig, model_config: PerformerConfig, recorded: RunDir, *, train_options: dict,
+                   model_options: dict, others: dict) -> None:
+    """A resumed run keeps its settings: refuse any other given, and data that changed."""
+    for name, value in {**others, **model_options, **train_options}.items():
+        if value is None or name == "max_steps":
+            continue
+        if name in others:
+            raise ValueError(f"`{name}` does not apply to a resumed run: it keeps the model recorded in {recorded.config}")
+        current = getattr(model_config, name) if name in model_options else getattr(tc, name)
+        same = Path(value).absolute() == Path(current).absolute() if name == "data" else value == current
+        if not same:
+            raise ValueError(f"`{name}` {value} differs from the run's {current} ({recorded.train_config}): a resumed run "
+                             f"keeps its settings (only `max_steps` may change); drop it, or start a new run")
+    if not Path(tc.data).exists():
+        raise FileNotFoundError(f"{tc.data} not found: the run was trained on it ({recorded.train_config}) and resumes only on it")
+    if tc.data_fingerprint and file_fingerprint(tc.data) not in ("", tc.data_fingerprint):
+        raise ValueError(f"{tc.data} changed since the run started ({recorded.train_config} records {tc.data_fingerprint}): "
+                         f"a resumed run trains only on the data it started with")
+
+
 def _new_model_config(*, init_from, config, preset_name, model_options: dict, train_config: TrainConfig) -> PerformerConfig:
     if init_from:
         chosen = {"preset": preset_name, "config": config, **model_options}
@@ -65,6 +85,9 @@ def _new_model_config(*, init_from, config, preset_name, model_options: dict, tr
         if init_from:
             raise ValueError(f"`seq_len` {train_config.seq_len} is longer than the learned positions of {init_from} "
                              f"({model_config.max_len} tokens): pass `seq_len` {model_config.max_len} or less")
+        model_config = model_config.replace(max_len=train_config.seq_len)
+    elif model_config.positions == "learned" and not (init_from or config):
+        # A new model learns as many positions as it trains on: rows beyond them would stay random.
         model_config = model_config.replace(max_len=train_config.seq_len)
     return model_config
 
@@ -95,13 +118,19 @@ def start_training(out: str | os.PathLike, *, resume: bool = False, init_from: s
             recorded = checkpoint or run
             model_config = recorded.read_config()
             tc = TrainConfig.from_dict(recorded.read_train_config(), source=recorded.train_config)
+            _check_resumed(tc, model_config, recorded, train_options=train_options, model_options=model_options,
+                           others={"preset": preset_name, "config": config})
             if "max_steps" in train_options:
                 tc.max_steps = train_options["max_steps"]
         else:
+            if "data" in train_options:  # recorded whole, so that a resume from another folder finds it
+                train_options["data"] = str(Path(train_options["data"]).absolute())
             tc = TrainConfig(**train_options)
+            tc.data_fingerprint = file_fingerprint(tc.data)
             model_config = _new_model_config(init_from=init_from, config=config, preset_name=preset_name,
                                              model_options=model_options, train_config=tc)
         tc.micro_batch_size = min(tc.micro_batch_size, tc.batch_size)
+        model_config.check_fits(16, "training (weights, gradients, two optimizer moments)")
         corpus = EncodedCorpus.from_fasta(tc.data, skip_invalid=skip_invalid)
         if len(corpus) == 0:
             raise ValueError(f"{tc.data} holds no sequences: nothing to train on")
