@@ -18,7 +18,7 @@ import os
 from pathlib import Path
 
 from ..data import EncodedCorpus, file_fingerprint
-from ..model import PerformerConfig, preset
+from ..model import PRESETS, PerformerConfig, preset
 from ..rundir import LOCK, RunDir
 from .config import TrainConfig
 from .distributed import Distributed
@@ -53,7 +53,12 @@ def _check_resumed(tc: TrainConfig, model_config: PerformerConfig, recorded: Run
         if value is None or name == "max_steps":
             continue
         if name in others:
-            raise ValueError(f"`{name}` does not apply to a resumed run: it keeps the model recorded in {recorded.config}")
+            described = {**(PerformerConfig.load(value).to_dict() if name == "config" else PRESETS.get(value, {})), **model_options}
+            differing = [k for k, v in described.items() if k != "max_len" and getattr(model_config, k) != v]
+            if differing or (value not in PRESETS and name == "preset"):
+                raise ValueError(f"`{name}` {value} describes another model than the run's ({recorded.config}, e.g. "
+                                 f"{(differing or ['its size'])[0]}): a resumed run keeps its model; drop it, or start a new run")
+            continue
         current = getattr(model_config, name) if name in model_options else getattr(tc, name)
         same = Path(value).absolute() == Path(current).absolute() if name == "data" else value == current
         if not same:
