@@ -47,11 +47,12 @@ def run_score(args: argparse.Namespace) -> int:
     plm = load(args.checkpoint)
     variants = None
     if args.mutations or args.mutations_csv:
-        variants = score_variants(plm, args.sequence, mutations=args.mutations, mutations_csv=args.mutations_csv,
+        variants = score_variants(plm, args.sequence, mutations=args.mutations, mutations_csv=args.mutations_csv, progress=show_progress(args),
                                   tokens_per_batch=args.tokens_per_batch)
     else:
         plm.tokenize(args.sequence)
-    pppl = plm.pseudo_perplexity(args.sequence, tokens_per_batch=args.tokens_per_batch) if args.pseudo_perplexity else None
+    pppl = (plm.pseudo_perplexity(args.sequence, tokens_per_batch=args.tokens_per_batch, progress=show_progress(args))
+            if args.pseudo_perplexity else None)
     if variants is not None:
         if out is None:
             variants.write_csv(sys.stdout)
@@ -129,6 +130,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     score.add_argument("--tokens-per-batch", type=int, default=DEFAULT_TOKENS_PER_BATCH,
                        help="token budget of a batch of masked copies of the sequence")
     add_threads(score)
+    add_quiet(score)
 
     probe = sub.add_parser("probe", help="secondary-structure and contact probes of frozen embeddings, beside baselines",
                            epilog="example (25 s to 2.5 minutes on 2 CPU cores with the tiny demo model):\n"

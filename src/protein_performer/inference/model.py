@@ -183,13 +183,17 @@ class ProteinLanguageModel(nn.Module):
         ]
 
     @torch.no_grad()
-    def _masked_logits(self, tokens: Tensor, token_indices: Sequence[int], tokens_per_batch: int, precision: str) -> Tensor:
+    def _masked_logits(self, tokens: Tensor, token_indices: Sequence[int], tokens_per_batch: int, precision: str,
+                       progress: bool = False) -> Tensor:
         """Logits ``[P, V]`` for each token index in turn replaced by ``<mask>`` (one copy of the
-        sequence per index, batched by the token budget)."""
+        sequence per index, batched by the token budget); ``progress``: a bar over the positions."""
+        from tqdm import tqdm
+
         if tokens_per_batch < 1:
             raise ValueError(f"tokens_per_batch must be positive, got {tokens_per_batch}")
         per_batch = max(1, tokens_per_batch // len(tokens))
         out = [torch.zeros(0, self.config.vocab_size, device=self.device)]
+        bar = tqdm(total=len(token_indices), unit="site", desc="masked passes", disable=not progress, leave=False)
         for start in range(0, len(token_indices), per_batch):
             idx = torch.tensor(token_indices[start : start + per_batch], device=self.device)
             batch = tokens.to(self.device).repeat(len(idx), 1)  # [b, T]
@@ -198,11 +202,13 @@ class ProteinLanguageModel(nn.Module):
             with _autocast(precision, self.device):
                 logits = self.model(batch)["logits"]
             out.append(logits[rows, idx].float())
+            bar.update(len(idx))
+        bar.close()
         return torch.cat(out)
 
     @torch.no_grad()
     def masked_log_probs(self, sequence: str, positions: Sequence[int], *, tokens_per_batch: int = DEFAULT_TOKENS_PER_BATCH,
-                         precision: str = "fp32") -> Tensor:
+                         precision: str = "fp32", progress: bool = False) -> Tensor:
         """Masked marginals ``[P, 20]``: log-probabilities of the 20 standard amino acids at each 0-based
         position with that position masked (one forward pass per position, batched). A causal model
         is never trained on ``<mask>``: its rows are the unmasked left-context distributions, i.e.
@@ -214,12 +220,12 @@ class ProteinLanguageModel(nn.Module):
                 raise ValueError(f"position {p} (0-based) is outside the sequence of {length} residues")
         if self.config.causal:
             return self.residue_log_probs(sequence, precision=precision)[list(positions)]
-        logits = self._masked_logits(tokens, [p + 1 for p in positions], tokens_per_batch, precision)
+        logits = self._masked_logits(tokens, [p + 1 for p in positions], tokens_per_batch, precision, progress)
         return F.log_softmax(logits[:, self._standard.to(logits.device)], dim=-1).cpu()
 
     @torch.no_grad()
     def score_mutations(self, sequence: str, mutants: Sequence[Mutant | str], *, tokens_per_batch: int = DEFAULT_TOKENS_PER_BATCH,
-                        precision: str = "fp32") -> Tensor:
+                        precision: str = "fp32", progress: bool = False) -> Tensor:
         """Masked-marginal variant scores ``[N]`` (Meier et al. 2021, fair-esm's ``masked-marginals``):
         ``Σ_sites log p(mutant) − log p(wild type)``, each site masked in the wild-type sequence. One
         forward pass per distinct mutated position; ``"A23G"``, ``"A23G:L45P"`` or :class:`Mutant`.
@@ -232,7 +238,8 @@ class ProteinLanguageModel(nn.Module):
         positions = sorted({s.index for m in parsed for s in m.substitutions})
         if not positions:
             return torch.zeros(0)
-        log_probs = self.masked_log_probs(sequence, positions, tokens_per_batch=tokens_per_batch, precision=precision)
+        log_probs = self.masked_log_probs(sequence, positions, tokens_per_batch=tokens_per_batch, precision=precision,
+                                          progress=progress)
         row = {p: i for i, p in enumerate(positions)}
         column = {a: i for i, a in enumerate(STANDARD_AMINO_ACIDS)}
         site = {(p, a): float(log_probs[i, column[a]]) for p, i in row.items() for a in STANDARD_AMINO_ACIDS}
@@ -241,7 +248,7 @@ class ProteinLanguageModel(nn.Module):
 
     @torch.no_grad()
     def pseudo_perplexity(self, sequence: str, *, tokens_per_batch: int = DEFAULT_TOKENS_PER_BATCH,
-                          precision: str = "fp32") -> float:
+                          precision: str = "fp32", progress: bool = False) -> float:
         """``exp(−mean_i log p(x_i | x_without_i))`` with each residue masked in turn (L forward passes,
         batched; Salazar et al. 2020), over the whole vocabulary. For a causal model: the ordinary
         perplexity ``exp(−mean_i log p(x_i | x_<i))`` over the residues, from one pass."""
@@ -251,7 +258,7 @@ class ProteinLanguageModel(nn.Module):
             with _autocast(precision, self.device):
                 logits = self.model(tokens[None].to(self.device))["logits"][0, :length].float()
         else:
-            logits = self._masked_logits(tokens, list(range(1, length + 1)), tokens_per_batch, precision)
+            logits = self._masked_logits(tokens, list(range(1, length + 1)), tokens_per_batch, precision, progress)
         nll = F.cross_entropy(logits, tokens[1 : length + 1].to(logits.device))
         return math.exp(float(nll))
 

@@ -162,7 +162,7 @@ class VariantScores:
 
 
 def score_variants(plm, sequence: str, *, mutations: str | None = None, mutations_csv: str | os.PathLike | None = None,
-                   tokens_per_batch: int) -> VariantScores:
+                   tokens_per_batch: int, progress: bool = False) -> VariantScores:
     """Masked-marginal scores of ``mutations`` (``"A23G,L45P,A23G:L45P"``) or of the ``mutant`` column of
     ``mutations_csv`` against ``sequence``, with ``plm`` (a
     :class:`~protein_performer.inference.ProteinLanguageModel`). The sequence is checked first, then
@@ -176,5 +176,5 @@ def score_variants(plm, sequence: str, *, mutations: str | None = None, mutation
     else:
         mutants = parse_mutations(mutations or "")
         rows, fields = [{"mutant": str(m)} for m in mutants], ["mutant"]
-    scores = plm.score_mutations(sequence, mutants, tokens_per_batch=tokens_per_batch)
+    scores = plm.score_mutations(sequence, mutants, tokens_per_batch=tokens_per_batch, progress=progress)
     return VariantScores(fields, rows, scores.tolist())
