@@ -97,6 +97,28 @@ def _new_model_config(*, init_from, config, preset_name, model_options: dict, tr
     return model_config
 
 
+def _settings(run: RunDir, checkpoint: RunDir | None, *, resume: bool, init_from, config, preset_name, model_options: dict,
+              train_options: dict) -> tuple[PerformerConfig, TrainConfig]:
+    """The model and training settings of the run: recorded ones when it resumes (a run killed before
+    its first checkpoint starts again from step 0 with them; only max_steps may be raised), else new."""
+    if checkpoint is not None or (resume and run.is_run()):
+        recorded = checkpoint or run
+        model_config = recorded.read_config()
+        tc = TrainConfig.from_dict(recorded.read_train_config(), source=recorded.train_config)
+        _check_resumed(tc, model_config, recorded, train_options=train_options, model_options=model_options,
+                       others={"preset": preset_name, "config": config})
+        if "max_steps" in train_options:
+            tc.max_steps = train_options["max_steps"]
+        return model_config, tc
+    if "data" in train_options:  # recorded whole, so that a resume from another folder finds it
+        train_options = {**train_options, "data": str(Path(train_options["data"]).absolute())}
+    tc = TrainConfig(**train_options)
+    tc.data_fingerprint = file_fingerprint(tc.data)
+    model_config = _new_model_config(init_from=init_from, config=config, preset_name=preset_name,
+                                     model_options=model_options, train_config=tc)
+    return model_config, tc
+
+
 def start_training(out: str | os.PathLike, *, resume: bool = False, init_from: str | os.PathLike | None = None,
                    config: str | os.PathLike | None = None, preset_name: str | None = None,
                    model_options: dict | None = None, train_options: dict | None = None, skip_invalid: bool = False,
@@ -117,23 +139,8 @@ def start_training(out: str | os.PathLike, *, resume: bool = False, init_from: s
     lock = run.lock() if os.environ.get("RANK", "0") == "0" else None
     try:
         checkpoint = _check_out(run, resume=resume, init_from=init_from)
-        if checkpoint is not None or (resume and run.is_run()):
-            # The run's own settings (a run killed before its first checkpoint starts again from step 0
-            # with them); only max_steps may be raised to train further.
-            recorded = checkpoint or run
-            model_config = recorded.read_config()
-            tc = TrainConfig.from_dict(recorded.read_train_config(), source=recorded.train_config)
-            _check_resumed(tc, model_config, recorded, train_options=train_options, model_options=model_options,
-                           others={"preset": preset_name, "config": config})
-            if "max_steps" in train_options:
-                tc.max_steps = train_options["max_steps"]
-        else:
-            if "data" in train_options:  # recorded whole, so that a resume from another folder finds it
-                train_options["data"] = str(Path(train_options["data"]).absolute())
-            tc = TrainConfig(**train_options)
-            tc.data_fingerprint = file_fingerprint(tc.data)
-            model_config = _new_model_config(init_from=init_from, config=config, preset_name=preset_name,
-                                             model_options=model_options, train_config=tc)
+        model_config, tc = _settings(run, checkpoint, resume=resume, init_from=init_from, config=config, preset_name=preset_name,
+                                     model_options=model_options, train_options=train_options)
         tc.micro_batch_size = min(tc.micro_batch_size, tc.batch_size)
         model_config.check_fits(16, "training (weights, gradients, two optimizer moments)")
         corpus = EncodedCorpus.from_fasta(tc.data, skip_invalid=skip_invalid)
