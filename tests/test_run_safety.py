@@ -270,6 +270,7 @@ def test_more_inputs_found_by_the_second_sweep(model_dir, fasta, tmp_path, capsy
     fails(capsys, ["embed", "--checkpoint", str(model_dir), "--fasta", str(fasta), "--out", str(model_dir / "model.safetensors"),
                    "--overwrite"], "in the model's directory")
     fails(capsys, ["evaluate", "--checkpoint", str(model_dir / "config.json")], "is a file: give the model directory")
+    fails(capsys, ["probe", "--checkpoint", str(model_dir), "--max-length", "10"], "(cropped to --max-length 10)")
     bad_header = tmp_path / "cp1252.fa"
     bad_header.write_bytes(b">caf\xe9\nMKV\n>caf\xe8\nMKL\n")
     fails(capsys, ["embed", "--checkpoint", str(model_dir), "--fasta", str(bad_header), "--out", str(tmp_path / "e.h5")],

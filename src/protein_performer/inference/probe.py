@@ -168,7 +168,8 @@ def _contact_scores(pair_features, chains: Sequence[Chain], train_rows: Sequence
         xs.append(pair_features(row, length, i, j))
         ys.append(torch.from_numpy(chain.contacts(length)[i, j]).long())
     if not xs:
-        raise ValueError("no train chain is long enough for the contact probe")
+        raise ValueError(f"no train chain (cropped to `max_length` {max_length}) has residue pairs {TRAIN_MIN_SEPARATION} or "
+                         f"more apart for the contact probe: raise `max_length` or give longer chains")
     train_x, train_y = torch.cat(xs), torch.cat(ys)
     mean, std = train_x.mean(0), train_x.std(0).clamp_min(1e-6)
     weight, _bias = fit_logistic((train_x - mean) / std, train_y, 2)
@@ -188,7 +189,8 @@ def _contact_scores(pair_features, chains: Sequence[Chain], train_rows: Sequence
         baselines.append(float(truth.mean()))
     bar.close()
     if not precisions:
-        raise ValueError(f"no test chain is longer than {LONG_RANGE} residues for the contact probe")
+        raise ValueError(f"no test chain (cropped to `max_length` {max_length}) is longer than {LONG_RANGE} residues for the "
+                         f"contact probe: raise `max_length` or give longer chains")
     return float(np.mean(precisions)), float(np.mean(baselines))
 
 
