@@ -22,3 +22,15 @@ def corpus_head(path, count: int):
                 break
             f.write(f">{record.id}\n{record.sequence}\n")
     return path
+
+
+def random_model_dir(path, **config):
+    """A model directory with seeded random weights (default: the smallest useful model)."""
+    from protein_performer.model import PerformerConfig, PerformerLM
+    from protein_performer.rundir import save_model
+
+    torch.manual_seed(0)
+    settings = {"d_model": 16, "num_layers": 1, "num_heads": 2, "d_ff": 32, "num_features": 8, "dropout": 0.0, **config}
+    model_config = PerformerConfig(**settings)
+    save_model(PerformerLM(model_config), model_config, path)
+    return path

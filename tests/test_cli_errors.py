@@ -6,11 +6,10 @@ import json
 from pathlib import Path
 
 import pytest
-import torch
+from conftest import random_model_dir
 
 from protein_performer.cli import main
-from protein_performer.model import PerformerConfig, PerformerLM
-from protein_performer.rundir import save_model as save_weights
+from protein_performer.model import PerformerConfig
 from protein_performer.training import TrainConfig
 
 SEQUENCE = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"
@@ -20,11 +19,7 @@ TRAIN = ["--max-steps", "1", "--seq-len", "32", "--batch-size", "2", "--micro-ba
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    config = PerformerConfig(d_model=16, num_layers=1, num_heads=2, d_ff=32, num_features=8, dropout=0.0)
-    path = tmp_path_factory.mktemp("model")
-    save_weights(PerformerLM(config), config, path)
-    return path
+    return random_model_dir(tmp_path_factory.mktemp("model"))
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import random_model_dir
 
 import protein_performer
 from protein_performer.cli import main
 from protein_performer.data import DATA_DIR
 from protein_performer.inference import probe_split, read_chains, run_probes
 from protein_performer.inference.probe import apc
-from protein_performer.model import PerformerConfig, PerformerLM
-from protein_performer.rundir import save_model as save_weights
 
 SLICE = DATA_DIR / "pdb_ss_dev_slice.jsonl.gz"
 Q3 = {"H": "H", "G": "H", "I": "H", "E": "E", "B": "E", "T": "C", "S": "C", "C": "C"}
@@ -25,11 +24,7 @@ Q3 = {"H": "H", "G": "H", "I": "H", "E": "E", "B": "E", "T": "C", "S": "C", "C":
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    config = PerformerConfig(d_model=32, num_layers=2, num_heads=4, d_ff=64, num_features=32, dropout=0.0)
-    directory = tmp_path_factory.mktemp("model")
-    save_weights(PerformerLM(config), config, directory)
-    return directory
+    return random_model_dir(tmp_path_factory.mktemp("model"), d_model=32, num_layers=2, num_heads=4, d_ff=64, num_features=32)
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,13 @@ from pathlib import Path
 import h5py
 import pytest
 import torch
-from conftest import corpus_head
+from conftest import corpus_head, random_model_dir
 
 from protein_performer import rundir
 from protein_performer.cli import main
 from protein_performer.data import read_fasta, split_of
-from protein_performer.model import PerformerConfig, PerformerLM
-from protein_performer.rundir import RunDir, load_model, save_model
+from protein_performer.model import PerformerConfig
+from protein_performer.rundir import RunDir, load_model
 from protein_performer.training import TrainConfig, start_training
 
 SEQUENCE = "MKTAYIAKQRQISFVKSHFSRQLEERLGLIEVQ"
@@ -34,11 +34,7 @@ def fasta(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory) -> Path:
-    torch.manual_seed(0)
-    config = PerformerConfig(d_model=16, num_layers=1, num_heads=2, d_ff=32, num_features=8, dropout=0.0)
-    path = tmp_path_factory.mktemp("model")
-    save_model(PerformerLM(config), config, path)
-    return path
+    return random_model_dir(tmp_path_factory.mktemp("model"))
 
 
 def fails(capsys, argv: list[str], message: str, *, started: bool = False) -> str:

@@ -153,7 +153,7 @@ def write_embeddings(
         todo, residues = _embed_into(plm, records, out, fasta, resolved, names, settings, overwrite=overwrite,
                                      tokens_per_batch=tokens_per_batch, precision=precision, progress=progress)
     except BaseException:
-        if created and out.exists() and not read_embeddings(out):
+        if created and out.exists() and not _holds_groups(out):
             out.unlink()  # refused or interrupted before the first embedding: leave nothing behind
         raise
     return EmbedStats(len(records), len(todo), len(records) - len(todo), residues, time.perf_counter() - start)
@@ -196,6 +196,17 @@ def _embed_into(plm, records, out: Path, fasta: Path, resolved, names, settings,
                 h5.flush()
                 bar.update(len(record.sequence))
     return todo, residues
+
+
+def _holds_groups(path: Path) -> bool:
+    """Whether an HDF5 file holds any group (without reading a single embedding)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as h5:
+            return len(h5) > 0
+    except OSError:
+        return True  # not readable as HDF5: not ours to remove
 
 
 def read_embeddings(path: str | os.PathLike) -> dict[str, dict[str, np.ndarray]]:

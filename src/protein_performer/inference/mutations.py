@@ -129,9 +129,10 @@ def read_mutations_csv(path: str | os.PathLike, column: str = "mutant",
         raise MutationError(f"{path}, line 1: the header names column {repeated[0]!r} twice: give each column its own name")
     rows, mutants = [], []
     for row in reader:
-        if None in row or None in row.values():
-            raise MutationError(f"{path}, line {reader.line_num}: {len(row) - 1 + len(row.get(None) or [])} fields where the "
-                                f"header has {len(reader.fieldnames)}: quote fields that hold commas")
+        extra, missing = row.get(None) or [], sum(value is None for value in row.values())
+        if extra or missing:  # DictReader files surplus fields under None and fills missing ones with None
+            raise MutationError(f"{path}, line {reader.line_num}: {len(reader.fieldnames) + len(extra) - missing} fields where "
+                                f"the header has {len(reader.fieldnames)}: quote fields that hold commas")
         try:
             mutant = parse_mutant(row[column] or "")
             if sequence is not None:
