@@ -28,7 +28,8 @@ def test_stabilized_features_are_the_papers_up_to_cancelling_constants(kernel):
     rq = fm.query_features(q, w) / fm.random_features(q, w)  # [B, H, L, M']: constant along M'
     assert rq.shape[-1] == width
     torch.testing.assert_close(rq, rq[..., :1].expand_as(rq))
-    kf = fm.key_features(k, w, pad)
+    kf, log_scale = fm.key_features(k, w, pad)
+    assert log_scale is None
     assert kf[1, :, 15:].abs().max() == 0  # padded keys exactly zero
     rk = kf[1:, :, :15] / fm.random_features(k, w)[1:, :, :15]  # constant over real keys and features
     torch.testing.assert_close(rk, rk[..., :1, :1].expand_as(rk))

@@ -30,11 +30,11 @@ def test_favor_window_equals_the_explicit_matrix_of_the_same_features(kernel, ca
     w = torch.randn(3, 24, 8, generator=torch.Generator().manual_seed(3), dtype=torch.float64)
     pad = _padding()
     full = favor_attention_matrix(q, k, w, kernel=kernel, causal=causal, key_padding_mask=pad)  # unstabilized, L×L
-    qf, kf = feature_map(kernel).query_features(q, w), feature_map(kernel).key_features(k, w, pad)
-    window = favor_window(qf, kf, 5, 17, causal=causal)
+    qf, (kf, log_scale) = feature_map(kernel).query_features(q, w), feature_map(kernel).key_features(k, w, pad, causal=causal)
+    window = favor_window(qf, kf, 5, 17, causal=causal, log_scale=log_scale)
     torch.testing.assert_close(window, full[..., 5:22, 5:22], rtol=1e-9, atol=1e-12)
     # the whole window applied to v is exactly the model's attention output
-    whole = favor_window(qf, kf, 0, 40, causal=causal)
+    whole = favor_window(qf, kf, 0, 40, causal=causal, log_scale=log_scale)
     out = favor_attention(q, k, v, w, kernel=kernel, causal=causal, key_padding_mask=pad)
     torch.testing.assert_close((whole @ v)[0], out[0], rtol=1e-9, atol=1e-9)
     torch.testing.assert_close((whole @ v)[1, :, :31], out[1, :, :31], rtol=1e-9, atol=1e-9)
@@ -62,5 +62,6 @@ def test_favor_received_equals_column_sums_of_the_explicit_matrix(kernel, causal
     pad = _padding()
     full = favor_attention_matrix(q, k, w, kernel=kernel, causal=causal, key_padding_mask=pad)
     fm = feature_map(kernel)
-    received = favor_received(fm.query_features(q, w), fm.key_features(k, w, pad), causal=causal, query_mask=pad)
+    kf, log_scale = fm.key_features(k, w, pad, causal=causal)
+    received = favor_received(fm.query_features(q, w), kf, causal=causal, query_mask=pad, log_scale=log_scale)
     torch.testing.assert_close(received, full.masked_fill(pad[:, None, :, None], 0.0).sum(-2), rtol=1e-9, atol=1e-12)

@@ -1,4 +1,4 @@
-"""Bad input to the older commands (train, evaluate, score, embed): one line naming what to fix, exit
+"""Bad input to the older commands (train, evaluate, score, embed, a bad --device): one line naming what to fix, exit
 status 2, no traceback, checked before any work, and nothing of the user's lost."""
 
 import gzip
@@ -122,6 +122,13 @@ def test_embed_refuses_an_id_whose_sequence_changed(tmp_path, capsys, model_dir,
     changed.write_text(fasta.read_text().replace(SEQUENCE, SEQUENCE[:-1] + "A"))  # same id, same length
     fails(capsys, ["embed", "--checkpoint", str(model_dir), "--fasta", str(changed), "--out", str(out)],
           "holds 'a' embedded from a different sequence")
+
+
+@pytest.mark.parametrize("command", [["embed", "--fasta", "x.fa", "--out", "x.h5"], ["fill-mask", "--sequence", "MK<mask>"],
+                                     ["score", "--sequence", SEQUENCE, "--mutations", "M1A"], ["probe"], ["evaluate"]])
+def test_a_bad_device_is_named_before_any_work(capsys, model_dir, command):
+    fails(capsys, [command[0], "--checkpoint", str(model_dir), *command[1:], "--device", "bogus"],
+          "unknown device 'bogus': --device is cpu, cuda or cuda:N")
 
 
 @pytest.mark.parametrize("bad", [dict(batch_size=0), dict(eval_every=-1), dict(warmup_steps=-1), dict(lr=-1e-3),

@@ -62,6 +62,13 @@ def test_load_returns_eval_model_with_alphabet(model_dir):
     assert plm.config.objective in ("mlm", "causal")
 
 
+def test_load_puts_the_model_on_the_device_given(mlm_dir):
+    plm = protein_performer.load(mlm_dir, device="cpu")
+    assert plm.device == torch.device("cpu") and all(p.device.type == "cpu" for p in plm.parameters())
+    with pytest.raises(ValueError, match=r"unknown device 'gpu': `device` is cpu, cuda or cuda:N"):
+        protein_performer.load(mlm_dir, device="gpu")
+
+
 def test_load_errors_name_the_file(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"config\.json"):
         protein_performer.load(tmp_path / "nowhere")

@@ -11,12 +11,14 @@ os.environ.setdefault("OMP_DYNAMIC", "FALSE")
 __version__ = "0.1.0"
 
 
-def load(path):
+def load(path, device=None):
     """A trained model directory (``config.json`` + ``model.safetensors``) → a
-    :class:`~protein_performer.inference.ProteinLanguageModel` in eval mode, with ``.alphabet``.
+    :class:`~protein_performer.inference.ProteinLanguageModel` in eval mode, with ``.alphabet``, on
+    ``device`` (``"cpu"``, ``"cuda"``, ``"cuda:N"`` or a ``torch.device``; default: CUDA when
+    available, else the CPU).
 
     Imported here lazily: ``import protein_performer`` stays light (and sets the variables above
     before torch loads)."""
     from .inference import load as _load
 
-    return _load(path)
+    return _load(path, device)

@@ -2,9 +2,10 @@
 
 Three tiers, each using only the ones below it (and knowing nothing about proteins):
 
-- ``ops/``: functions of tensors. ``linear.py`` (normalized linear attention, causal chunked
-  products), ``fused.py`` (FAVOR+ as one autograd function), ``favor.py`` (:func:`favor_attention`,
-  :func:`softmax_attention`) and ``naive.py`` (the L×L references, and the windows and column sums of
+- ``ops/``: functions of tensors. ``linear.py`` (normalized linear attention, causal gated chunked
+  products and the running key stabilizer), ``fused.py`` (FAVOR+ as one autograd function), ``fla.py``
+  (causal sums through flash-linear-attention's Triton kernels, optional), ``favor.py``
+  (:func:`favor_attention`, :func:`softmax_attention`, :data:`FEATURE_PRECISIONS`, :data:`BACKENDS`) and ``naive.py`` (the L×L references, and the windows and column sums of
   attention matrices that the analyses read).
 - ``feature_maps.py``: one :class:`FeatureMap` per kernel, owning its math; :data:`FEATURE_MAPS`
   is the registry :data:`KERNELS` lists. ``projection.py``: :func:`draw_projection`.
@@ -12,17 +13,20 @@ Three tiers, each using only the ones below it (and knowing nothing about protei
   :data:`ATTENTIONS` is the registry of attention kinds a model is built from.
 """
 
-from .feature_maps import FEATURE_MAPS, KERNELS, FeatureMap, feature_map, random_features
+from .feature_maps import FEATURE_MAPS, KERNELS, FeatureMap, KeyFeatures, feature_map, random_features
 from .layers import ATTENTIONS, FavorAttention, SelfAttention, SoftmaxAttention
-from .ops.favor import favor_attention, softmax_attention
+from .ops.favor import BACKENDS, FEATURE_PRECISIONS, favor_attention, softmax_attention
 from .projection import draw_projection
 
 __all__ = [
     "ATTENTIONS",
+    "BACKENDS",
     "FEATURE_MAPS",
+    "FEATURE_PRECISIONS",
     "KERNELS",
     "FavorAttention",
     "FeatureMap",
+    "KeyFeatures",
     "SelfAttention",
     "SoftmaxAttention",
     "draw_projection",

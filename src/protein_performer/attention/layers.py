@@ -15,7 +15,7 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
-from .feature_maps import feature_map
+from .feature_maps import KeyFeatures, feature_map
 from .ops.favor import favor_attention, softmax_attention
 from .ops.linear import DEFAULT_CHUNK
 from .ops.naive import (
@@ -118,7 +118,7 @@ class FavorAttention(SelfAttention):
     """
 
     projection: Tensor
-    options: ClassVar[tuple[str, ...]] = ("num_features", "kernel", "orthogonal", "norm", "chunk_size")
+    options: ClassVar[tuple[str, ...]] = ("num_features", "kernel", "orthogonal", "norm", "chunk_size", "precision")
 
     def __init__(
         self,
@@ -133,11 +133,12 @@ class FavorAttention(SelfAttention):
         bias: bool = True,
         dropout: float = 0.0,
         chunk_size: int = DEFAULT_CHUNK,
+        precision: str = "float32",
     ):
         super().__init__(embed_dim, num_heads, causal=causal, bias=bias, dropout=dropout)
         self.feature_map = feature_map(kernel)  # its math; the projection it is applied with stays here
         self.num_features, self.kernel = num_features, kernel
-        self.orthogonal, self.norm, self.chunk_size = orthogonal, norm, chunk_size
+        self.orthogonal, self.norm, self.chunk_size, self.precision = orthogonal, norm, chunk_size, precision
         self.register_buffer("projection", self._draw(None, torch.device("cpu")))
 
     def _draw(self, generator: torch.Generator | None, device: torch.device) -> Tensor:
@@ -156,25 +157,29 @@ class FavorAttention(SelfAttention):
     def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
         return favor_attention(
             q, k, v, self.projection, kernel=self.kernel, causal=self.causal,
-            key_padding_mask=key_padding_mask, chunk_size=self.chunk_size,
+            key_padding_mask=key_padding_mask, chunk_size=self.chunk_size, precision=self.precision,
         )
 
-    def feature_maps(self, q: Tensor, k: Tensor, key_padding_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    def feature_maps(self, q: Tensor, k: Tensor, key_padding_mask: Tensor | None = None) -> tuple[Tensor, KeyFeatures]:
         """The features ``[B, H, L, M']`` this layer's attention is computed from, stabilized as in
-        ``forward`` (a positive constant per query row and one per (batch, head) for keys, both cancel in
-        ``A_ij = q′_i·k′_j / Σ_j' q′_i·k′_j'``); padded keys are zero. Computed in q's dtype."""
+        ``forward``: query features up to a positive constant per row, key features with their causal
+        ``log_scale`` (see :class:`~protein_performer.attention.feature_maps.KeyFeatures`); the constants
+        cancel in ``A_ij = q′_i·k′_j e^{g_j − g_i} / Σ_j' q′_i·k′_j' e^{g_j' − g_i}``. Padded keys are
+        zero. Computed in q's dtype."""
         return (self.feature_map.query_features(q, self.projection),
-                self.feature_map.key_features(k, self.projection, key_padding_mask))
+                self.feature_map.key_features(k, self.projection, key_padding_mask, causal=self.causal))
 
     def attention_matrix(self, q: Tensor, k: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
         return favor_attention_matrix(q, k, self.projection, kernel=self.kernel, causal=self.causal,
                                       key_padding_mask=key_padding_mask)
 
     def attention_window(self, q: Tensor, k: Tensor, start: int, window: int, key_padding_mask: Tensor | None = None) -> Tensor:
-        return favor_window(*self.feature_maps(q, k, key_padding_mask), start, window, causal=self.causal)
+        qf, (kf, log_scale) = self.feature_maps(q, k, key_padding_mask)
+        return favor_window(qf, kf, start, window, causal=self.causal, log_scale=log_scale)
 
     def received_attention(self, q: Tensor, k: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
-        return favor_received(*self.feature_maps(q, k, key_padding_mask), causal=self.causal, query_mask=key_padding_mask)
+        qf, (kf, log_scale) = self.feature_maps(q, k, key_padding_mask)
+        return favor_received(qf, kf, causal=self.causal, query_mask=key_padding_mask, log_scale=log_scale)
 
     def extra_repr(self) -> str:
         return f"heads={self.num_heads}, features={self.num_features}, kernel={self.kernel}, causal={self.causal}"

@@ -1,4 +1,4 @@
-"""What every command shares: the help layout, ``--threads``, ``--quiet`` and when to show progress."""
+"""What every command shares: the help layout, ``--threads``, ``--device``, ``--quiet`` and when to show progress."""
 
 from __future__ import annotations
 
@@ -42,6 +42,10 @@ def add_threads(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--threads", type=thread_count, metavar="N",
                         help="CPU threads for PyTorch's operations (torch.set_num_threads; default: PyTorch's, one per "
                              "core; on a busy machine fewer avoid oversubscription)")
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--device", help="where the model runs: cpu, cuda or cuda:N (default: cuda when available, else cpu)")
 
 
 def add_quiet(parser: argparse.ArgumentParser) -> None:

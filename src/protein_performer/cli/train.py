@@ -10,7 +10,7 @@ import sys
 from ..attention import KERNELS
 from ..model.config import ATTENTIONS, OBJECTIVES, POSITIONS, PRESETS, PerformerConfig
 from ..training.config import PRECISIONS, TrainConfig
-from .common import add_quiet, add_threads, attention_name, show_progress
+from .common import add_device, add_quiet, add_threads, attention_name, show_progress
 
 MODEL_OPTIONS = ("attention", "kernel", "objective", "dropout", "num_features", "redraw_interval", "positions")
 TRAIN_OPTIONS = ("data", "seq_len", "concat", "batch_size", "micro_batch_size", "max_steps", "lr", "warmup_steps", "save_every",
@@ -57,7 +57,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from ..training import evaluate
 
     result = evaluate(args.checkpoint, args.data, batch_size=args.batch_size, max_sequences=args.max_sequences, seq_len=args.seq_len,
-                      progress=show_progress(args))
+                      device=args.device, progress=show_progress(args))
     if args.json:
         print(json.dumps(result))
         return 0
@@ -156,6 +156,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--max-sequences", type=int, help="evaluate the first N sequences only (default: all)")
     ev.add_argument("--seq-len", type=int, help="crop length (default: the run's training --seq-len)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
+    add_device(ev)
     add_threads(ev)
     add_quiet(ev)
 

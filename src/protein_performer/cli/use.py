@@ -9,7 +9,7 @@ import sys
 from ..data import DATA_DIR
 from ..inference.model import DEFAULT_TOKENS_PER_BATCH, PRECISIONS
 from ..inference.probe import CONTACT_FEATURES
-from .common import add_quiet, add_threads, show_progress
+from .common import add_device, add_quiet, add_threads, show_progress
 
 PDB_SLICE = DATA_DIR / "pdb_ss_dev_slice.jsonl.gz"
 
@@ -17,7 +17,7 @@ PDB_SLICE = DATA_DIR / "pdb_ss_dev_slice.jsonl.gz"
 def run_embed(args: argparse.Namespace) -> int:
     from ..inference import load, write_embeddings
 
-    plm = load(args.checkpoint)
+    plm = load(args.checkpoint, args.device)
     stats = write_embeddings(plm, args.fasta, args.out, layers=args.layers, per_residue=args.per_residue, overwrite=args.overwrite,
                              tokens_per_batch=args.tokens_per_batch, precision=args.precision, progress=show_progress(args))
     print(f"embedded {stats.written} sequences ({stats.residues:,} residues) in {stats.seconds:.1f} s, "
@@ -28,7 +28,7 @@ def run_embed(args: argparse.Namespace) -> int:
 def run_fill_mask(args: argparse.Namespace) -> int:
     from ..inference import load
 
-    predictions = load(args.checkpoint).fill_mask(args.sequence, args.top_k)
+    predictions = load(args.checkpoint, args.device).fill_mask(args.sequence, args.top_k)
     if args.json:
         print(json.dumps([p.as_dict() for p in predictions]))
     else:
@@ -44,7 +44,7 @@ def run_score(args: argparse.Namespace) -> int:
     if not (args.mutations or args.mutations_csv or args.pseudo_perplexity):
         raise ValueError("nothing to score: give --mutations A23G,L45P, --mutations-csv FILE or --pseudo-perplexity")
     out = output_file(args.out, overwrite=args.overwrite, inputs=(args.mutations_csv, args.checkpoint)) if args.out else None
-    plm = load(args.checkpoint)
+    plm = load(args.checkpoint, args.device)
     variants = None
     if args.mutations or args.mutations_csv:
         variants = score_variants(plm, args.sequence, mutations=args.mutations, mutations_csv=args.mutations_csv, progress=show_progress(args),
@@ -72,7 +72,7 @@ def _write_csv(variants, path) -> None:
 def run_probe(args: argparse.Namespace) -> int:
     from ..inference import load, read_chains, run_probes
 
-    plm = load(args.checkpoint)
+    plm = load(args.checkpoint, args.device)
     result = run_probes(plm, read_chains(args.data), layer=args.layer, contact_features=args.contact_features,
                         max_length=args.max_length, tokens_per_batch=args.tokens_per_batch, progress=show_progress(args))
     if args.json:
@@ -104,6 +104,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     emb.add_argument("--tokens-per-batch", type=int, default=DEFAULT_TOKENS_PER_BATCH,
                      help="token budget of a batch (a longer sequence runs alone)")
     emb.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32, or bf16 autocast (fast only with native bf16)")
+    add_device(emb)
     add_threads(emb)
     add_quiet(emb)
 
@@ -114,6 +115,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     fill.add_argument("--sequence", required=True, help='sequence with <mask> tokens, e.g. "MKT<mask>LL"')
     fill.add_argument("--top-k", type=int, default=5, help="residues shown per <mask>")
     fill.add_argument("--json", action="store_true", help="print one JSON list")
+    add_device(fill)
     add_threads(fill)
 
     score = sub.add_parser("score", help="masked-marginal variant scores log p(mutant) - log p(wild type); pseudo-perplexity",
@@ -129,6 +131,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     score.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     score.add_argument("--tokens-per-batch", type=int, default=DEFAULT_TOKENS_PER_BATCH,
                        help="token budget of a batch of masked copies of the sequence")
+    add_device(score)
     add_threads(score)
     add_quiet(score)
 
@@ -145,5 +148,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     probe.add_argument("--max-length", type=int, default=1024, help="crop chains to this length for the contact probe")
     probe.add_argument("--tokens-per-batch", type=int, default=DEFAULT_TOKENS_PER_BATCH, help="token budget of an embedding batch")
     probe.add_argument("--json", action="store_true", help="print one JSON object")
+    add_device(probe)
     add_threads(probe)
     add_quiet(probe)

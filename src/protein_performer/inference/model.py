@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from torch.nn import functional as F
 
 from ..data import DEFAULT_ALPHABET, STANDARD_AMINO_ACIDS, Alphabet
+from ..devices import resolve_device
 from ..model import PerformerConfig, PerformerLM
 from .mutations import Mutant, parse_mutant
 
@@ -95,12 +96,14 @@ class ProteinLanguageModel(nn.Module):
         self._standard = torch.tensor(alphabet.standard_idx)
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike) -> ProteinLanguageModel:
-        """Load a directory with ``config.json`` + ``model.safetensors`` (a training run's directory).
-        ``FileNotFoundError`` / ``ValueError`` name the file and the fix."""
+    def from_pretrained(cls, path: str | os.PathLike, device: str | torch.device | None = None) -> ProteinLanguageModel:
+        """Load a directory with ``config.json`` + ``model.safetensors`` (a training run's directory)
+        onto ``device`` (:func:`~protein_performer.devices.resolve_device`: default the GPU when there
+        is one). ``FileNotFoundError`` / ``ValueError`` name the file, or the device, and the fix."""
         from ..rundir import load_model
 
-        plm = cls(load_model(path)).eval()
+        target = resolve_device(device)  # a bad device fails before the weights are read
+        plm = cls(load_model(path)).to(target).eval()
         plm.source = Path(path)
         return plm
 
@@ -306,7 +309,7 @@ class ProteinLanguageModel(nn.Module):
         return maps[..., 1:-1, 1:-1].float().cpu()
 
 
-def load(path: str | os.PathLike) -> ProteinLanguageModel:
+def load(path: str | os.PathLike, device: str | torch.device | None = None) -> ProteinLanguageModel:
     """A trained model directory (``config.json`` + ``model.safetensors``) → :class:`ProteinLanguageModel`
-    in eval mode, with ``.alphabet`` and ``.config``."""
-    return ProteinLanguageModel.from_pretrained(path)
+    in eval mode on ``device`` (default: CUDA when available, else the CPU), with ``.alphabet`` and ``.config``."""
+    return ProteinLanguageModel.from_pretrained(path, device)

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..attention import ATTENTIONS as ATTENTION_LAYERS
-from ..attention import KERNELS
+from ..attention import FEATURE_MAPS, FEATURE_PRECISIONS, KERNELS
 
 ATTENTIONS = tuple(ATTENTION_LAYERS)  # "favor" (Performer), "softmax" (exact: the Transformer baseline)
 POSITIONS = ("rotary", "learned")
@@ -33,6 +33,7 @@ class PerformerConfig:
     feature_norm: str = "chi"  # "chi" (unbiased) or "sqrt_d" (regularized)
     redraw_interval: int = 1000  # optimizer steps between projection redraws; 0 = never
     chunk_size: int = 128  # causal FAVOR chunk
+    feature_precision: str = "float32"  # dtype of FAVOR's feature products: "float32" or "bf16" (FEATURE_PRECISIONS)
     objective: str = "mlm"  # "mlm" (bidirectional) or "causal" (next token, unidirectional)
     positions: str = "rotary"  # "rotary" (ESM-2; any length) or "learned" (the paper; up to max_len)
     max_len: int = 8192  # learned positions only
@@ -62,6 +63,9 @@ class PerformerConfig:
         checks = [
             (self.attention in ATTENTIONS, f"attention must be one of {ATTENTIONS}"),
             (self.kernel in KERNELS, f"kernel must be one of {KERNELS}"),
+            (self.feature_precision in FEATURE_PRECISIONS, f"feature_precision must be one of {tuple(FEATURE_PRECISIONS)}"),
+            (self.feature_precision == "float32" or not FEATURE_MAPS[self.kernel].signed,
+             f"feature_precision {self.feature_precision} is unsafe for the signed {self.kernel} features: use float32"),
             (self.positions in POSITIONS, f"positions must be one of {POSITIONS}"),
             (self.objective in OBJECTIVES, f"objective must be one of {OBJECTIVES}"),
             (self.norm_position in NORM_POSITIONS, f"norm_position must be one of {NORM_POSITIONS}"),

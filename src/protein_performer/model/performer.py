@@ -31,7 +31,7 @@ def make_attention(config: PerformerConfig) -> SelfAttention:
     """The attention layer ``config.attention`` names in the registry, given the options it takes."""
     layer = ATTENTIONS[config.attention]
     options = {"num_features": config.num_features, "kernel": config.kernel, "orthogonal": config.orthogonal,
-               "norm": config.feature_norm, "chunk_size": config.chunk_size}
+               "norm": config.feature_norm, "chunk_size": config.chunk_size, "precision": config.feature_precision}
     return layer(config.d_model, config.num_heads, causal=config.causal, dropout=config.dropout,
                  **{name: options[name] for name in layer.options})
 
@@ -134,11 +134,13 @@ class PerformerLM(nn.Module):
     def _hidden_states(self, tokens: Tensor, padding_mask: Tensor | None) -> Iterator[tuple[Tensor, Tensor | None]]:
         """The one walk through the layers: yields the embedding output ``[B, L, E]``, then each block's
         output in turn (the last before the final norm), each with the padding mask the blocks get
-        (None when nothing is padded). A block runs only when its caller asks for the next state."""
+        (None when nothing is padded, outside torch.compile). A block runs only when its caller asks for the next state."""
         if padding_mask is None:
             padding_mask = tokens.eq(self.config.pad_idx)
         x = self._embed(tokens, padding_mask)
-        mask = padding_mask if padding_mask.any() else None
+        # Dropping an all-False mask lets exact attention use its fastest kernel, but asking is a host
+        # sync: under torch.compile the mask always goes through (FAVOR is exact either way).
+        mask = padding_mask if torch.compiler.is_compiling() or padding_mask.any() else None
         yield x, mask
         for block in self.blocks:
             x = block(x, mask, self.rotary)

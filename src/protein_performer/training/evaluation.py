@@ -16,6 +16,7 @@ from torch.nn import functional as F
 from tqdm import tqdm
 
 from ..data import DEFAULT_CORPUS_PATH, IGNORE_INDEX, EncodedCorpus
+from ..devices import resolve_device
 from ..rundir import RunDir
 from .config import TrainConfig
 from .distributed import Distributed
@@ -76,15 +77,18 @@ def evaluate_dataset(model: torch.nn.Module, dataset, collator, *, batch_size: i
 
 
 def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = None, *, batch_size: int = 8,
-             max_sequences: int | None = None, seq_len: int | None = None, seed: int = 0, progress: bool = False) -> dict:
+             max_sequences: int | None = None, seq_len: int | None = None, seed: int = 0,
+             device: str | torch.device | None = None, progress: bool = False) -> dict:
     """Accuracy and perplexity of a saved model on masked positions (mlm) or next tokens (causal), and
     the same for predicting from the training split's amino-acid frequencies. Default data: the test
     split of the embedded corpus; FASTA or JSON lines (:meth:`EncodedCorpus.from_file`). Crops as in
-    training (its ``seq_len`` unless given). ``progress``: a bar on stderr."""
+    training (its ``seq_len`` unless given). ``device``: :func:`~protein_performer.devices.resolve_device`
+    (default: CUDA when available). ``progress``: a bar on stderr."""
     if batch_size < 1 or (max_sequences is not None and max_sequences < 1):
         raise ValueError(f"`batch_size` and `max_sequences` must be positive, got {batch_size} and {max_sequences}")
+    target = resolve_device(device)
     run = RunDir(checkpoint)
-    model = run.load_model()
+    model = run.load_model().to(target)
     config = model.config
     recorded = run.read_train_config()
     tc = TrainConfig.from_dict(recorded, source=run.train_config) if recorded is not None else TrainConfig()

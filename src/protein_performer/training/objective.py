@@ -44,20 +44,27 @@ def autocast(precision: str, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def to_device(batch: dict[str, Tensor], device: torch.device) -> dict[str, Tensor]:
+    """A collated batch on ``device``; a tensor already there is kept, not copied. To a GPU the CPU
+    tensors go through pinned memory, without the host waiting for the copy: it queues the compute
+    behind it on the same stream."""
+    pin = device.type == "cuda"
+    return {k: (v.pin_memory() if pin and v.device.type == "cpu" else v).to(device, non_blocking=pin) for k, v in batch.items()}
+
+
 def forward_logits(model: torch.nn.Module, batch: dict[str, Tensor], precision: str) -> tuple[Tensor, Tensor]:
     """``(logits [B, L, V] float32, labels [B, L])`` of a collated batch, on the model's device."""
     device = next(model.parameters()).device
-    tokens, labels = batch["tokens"].to(device), batch["labels"].to(device)
+    batch = to_device(batch, device)
     with autocast(precision, device):
-        logits = model(tokens, batch["padding_mask"].to(device))["logits"]
-    return logits.float(), labels
+        logits = model(batch["tokens"], batch["padding_mask"])["logits"]
+    return logits.float(), batch["labels"]
 
 
-def lm_loss(model: torch.nn.Module, batch: dict[str, Tensor], precision: str) -> tuple[Tensor, int, int]:
-    """The training loss: summed cross-entropy over predicted positions, the number of them, and how
-    many are right."""
+def lm_loss(model: torch.nn.Module, batch: dict[str, Tensor], precision: str) -> tuple[Tensor, Tensor]:
+    """The training loss: summed cross-entropy over predicted positions, and how many of them are
+    right (a 0-d tensor), both on the model's device: reading them is left to the caller, once a step."""
     logits, labels = forward_logits(model, batch, precision)
     loss = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
-    predicted = labels != IGNORE_INDEX
-    correct = (logits.argmax(-1) == labels) & predicted
-    return loss, int(predicted.sum()), int(correct.sum())
+    correct = ((logits.argmax(-1) == labels) & (labels != IGNORE_INDEX)).sum()
+    return loss, correct

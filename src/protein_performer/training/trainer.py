@@ -27,7 +27,7 @@ from ..seeding import derived_seed, seeded_generator
 from .config import TrainConfig
 from .distributed import Distributed
 from .evaluation import evaluate_dataset
-from .objective import amino_acid_frequencies, lm_loss, make_collator, make_dataset
+from .objective import amino_acid_frequencies, lm_loss, make_collator, make_dataset, to_device
 from .plots import plot_training_curves
 from .state import by_index, by_name, optimizer_state, optimizer_tensors
 
@@ -232,21 +232,27 @@ class Trainer:
         for start in range(lo, hi, tc.micro_batch_size):
             part = self.train_data.step_batch(step, tc.batch_size, start, min(hi, start + tc.micro_batch_size))
             micro.append(self.collator(part.samples, part.generators))
+        # Counted on the CPU, before the copies; the micro-batches then all go to the device at once,
+        # queued (pinned, non-blocking on a GPU) ahead of the forward passes.
         local_predicted = sum(int((b["labels"] != IGNORE_INDEX).sum()) for b in micro)
+        tokens = sum(int((~b["padding_mask"]).sum()) for b in micro)
+        micro = [to_device(b, self.device) for b in micro]
         predicted = max(int(self.dist.sum([local_predicted], self.device)[0]), 1)
-        total_loss, correct, tokens = 0.0, 0, 0
+        # Summed on the device (float64: as exact as Python floats) and read once, with the norm.
+        total_loss = torch.zeros((), dtype=torch.float64, device=self.device)
+        correct = torch.zeros((), dtype=torch.int64, device=self.device)
         for i, batch in enumerate(micro):
             with self._gradient_sync(i == len(micro) - 1):
-                loss, _, c = lm_loss(self.engine, batch, tc.precision)
+                loss, c = lm_loss(self.engine, batch, tc.precision)
                 # Normalized by the whole global batch; DDP/FSDP average over ranks, hence the factor.
                 (loss * world / predicted).backward()
-            total_loss, correct = total_loss + loss.item(), correct + c
-            tokens += int((~batch["padding_mask"]).sum())
+            total_loss, correct = total_loss + loss.detach().double(), correct + c
         grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.clip_norm)
         if hasattr(grad_norm, "full_tensor"):  # a DTensor under FSDP
             grad_norm = grad_norm.full_tensor()
-        if not math.isfinite(float(grad_norm)):  # the norm is global: every rank stops alike
-            what = f"the loss is {total_loss / predicted}" if not math.isfinite(total_loss) else f"the gradient norm is {float(grad_norm)}"
+        grad_norm, total_loss, correct = torch.stack([grad_norm.double(), total_loss, correct.double()]).tolist()
+        if not math.isfinite(grad_norm):  # the norm is global: every rank stops alike
+            what = f"the loss is {total_loss / predicted}" if not math.isfinite(total_loss) else f"the gradient norm is {grad_norm}"
             raise TrainingDiverged(f"training diverged at step {step + 1}: {what}; nothing of this step was applied "
                                    f"and the last checkpoint stays the latest: lower `lr` or raise `warmup_steps`")
         self.optimizer.step()
@@ -254,7 +260,7 @@ class Trainer:
         self.step += 1
         total_loss, correct, tokens = self.dist.sum([total_loss, correct, tokens], self.device)
         return {"loss": total_loss / predicted, "accuracy": correct / predicted,
-                "grad_norm": float(grad_norm), "tokens": int(tokens), "lr": self.optimizer.param_groups[0]["lr"]}
+                "grad_norm": grad_norm, "tokens": int(tokens), "lr": self.optimizer.param_groups[0]["lr"]}
 
     def fit(self, *, progress: bool = True) -> dict:
         """Train to ``max_steps``, validating, logging and checkpointing on the way; returns the last

@@ -15,7 +15,19 @@ from torch import Tensor
 from torch.nn import functional as F
 
 from ..feature_maps import feature_map
+from .fla import FLA_INSTALLED, fla_available
 from .linear import DEFAULT_CHUNK
+
+# Precision policies for FAVOR's feature products (``favor_attention(precision=...)``): the dtype their
+# operands take. Sums across chunks and the normalization always stay in the working dtype (float32, or
+# float64 for float64 inputs). "bf16" halves the bytes of every product operand and is fast where bf16
+# matrix units exist (GPUs; CPUs with AMX or AVX-512 BF16, elsewhere it is emulated and slow); its
+# outputs carry bf16 rounding (measured in docs/benchmarks.md), so it is a choice, never the default.
+# TF32 is PyTorch's own switch for float32 products on GPUs (``torch.backends.cuda.matmul.fp32_precision``).
+FEATURE_PRECISIONS = {"float32": None, "bf16": torch.bfloat16}
+# Where causal sums run: "torch" (the chunked PyTorch code), "fla" (flash-linear-attention's Triton
+# kernels, ``pip install 'protein-performer[gpu]'``), "auto" (fla on CUDA when installed, else torch).
+BACKENDS = ("auto", "torch", "fla")
 
 
 def _check(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> None:
@@ -38,6 +50,8 @@ def favor_attention(
     causal: bool = False,
     key_padding_mask: Tensor | None = None,
     chunk_size: int = DEFAULT_CHUNK,
+    precision: str = "float32",
+    backend: str = "auto",
 ) -> Tensor:
     """FAVOR attention ``[B, H, L, dv]`` in time and memory linear in L.
 
@@ -45,16 +59,29 @@ def favor_attention(
     feature ``exp(ωᵀx̃ − ‖x̃‖²/2)``, x̃ = x·d^(-1/4). ``projection`` is ``[M, d]`` (shared by heads) or
     ``[H, M, d]``. Padded keys are removed from numerator and normalizer alike. Inputs in bf16/fp16 (or
     under autocast) are computed in float32 and the result is cast back to the input dtype.
+    ``precision`` (:data:`FEATURE_PRECISIONS`) is the dtype of the feature products, ``backend``
+    (:data:`BACKENDS`) where causal sums run; bidirectional attention is two products and always torch.
+    Causal outputs never depend on later keys: see ``linear.py``.
     """
     features = feature_map(kernel)
     _check(q, k, v, key_padding_mask)
+    if precision not in FEATURE_PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(FEATURE_PRECISIONS)}")
+    if precision != "float32" and features.signed:
+        raise ValueError(f"precision {precision!r} is unsafe for the signed {kernel} features (their sums cancel): use float32")
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+    if backend == "fla" and not fla_available():
+        raise ValueError("backend 'fla' needs fla-core and triton (pip install 'protein-performer[gpu]') and a CUDA device")
+    fla = causal and (backend == "fla" or (backend == "auto" and q.is_cuda and FLA_INSTALLED))
     out_dtype = q.dtype
     with torch.autocast(q.device.type, enabled=False):
         work = torch.promote_types(q.dtype, torch.float32)
         q, k, v = q.to(work), k.to(work), v.to(work)
         if key_padding_mask is not None:
             v = v.masked_fill(key_padding_mask[:, None, :, None], 0.0)
-        out = features.attention(q, k, v, projection, key_padding_mask=key_padding_mask, causal=causal, chunk=chunk_size)
+        out = features.attention(q, k, v, projection, key_padding_mask=key_padding_mask, causal=causal, chunk=chunk_size,
+                                 product_dtype=FEATURE_PRECISIONS[precision], fla=fla)
     return out.to(out_dtype)
 
 

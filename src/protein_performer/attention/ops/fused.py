@@ -2,13 +2,15 @@
 
 Same math as ``feature_maps.PositiveSoftmax``'s ``query_features``/``key_features`` followed by
 ``linear.linear_attention``, but with the backward pass written out, so that the feature maps cost no
-extra ``[B, H, L, M]`` tensors: forward keeps the two feature tensors it needs anyway, backward reuses
-two buffers in place. With x̃ = x·s, s = d^(-1/4), ``p = x̃ Wᵀ`` and features ``exp(p − ‖x̃‖²/2 − c)``:
+extra ``[B, H, L, M]`` tensors: nothing of size M is kept between forward and backward (backward
+recomputes the two feature tensors from q and k, one product each, and turns them into the feature
+gradients in place). With x̃ = x·s, s = d^(-1/4), ``p = x̃ Wᵀ`` and features ``exp(p − ‖x̃‖²/2 − c)``:
 
 - dL/dq = s·(dq′ ⊙ q′) W (the query row constant c and ‖q̃‖²/2 cancel in the ratio; treating them as
   constants gives the exact gradient because the output does not depend on them);
-- dL/dk = s·(dk′ ⊙ k′) W − s²·k·Σ_m (dk′ ⊙ k′)  (the −‖k̃‖²/2 term); c is one constant per
-  (batch, head) and cancels likewise.
+- dL/dk = s·(dk′ ⊙ k′) W − s²·k·Σ_m (dk′ ⊙ k′)  (the −‖k̃‖²/2 term); the key constant (one per
+  (batch, head), or causal the running maximum ``c_t`` over keys ``j ≤ t``, see ``linear.py``) cancels
+  likewise: output t depends on ``e^{p_j − c_j}·e^{c_j − c_t}``, in which only its own ``c_t`` is left.
 """
 
 from __future__ import annotations
@@ -18,59 +20,74 @@ import math
 import torch
 from torch import Tensor
 
-from .linear import causal_product, finite_or_zero, normalize, with_ones
+from .linear import causal_product, key_stabilizer, normalize, with_ones
+
+
+def _features(q: Tensor, k: Tensor, w: Tensor, pad: Tensor | None, causal: bool) -> tuple[Tensor, Tensor, Tensor | None]:
+    """Stabilized ``q′, k′`` ``[B, H, L, M]`` and the causal ``log_scale`` ``[B, H, L]`` (or None), computed
+    in place from one product each: forward computes them, backward recomputes them (cheaper than keeping
+    two ``[B, H, L, M]`` tensors alive between the passes)."""
+    wt = w.transpose(-1, -2)
+    qf = torch.matmul(q, wt)  # [B, H, L, M]
+    qf.sub_(qf.amax(dim=-1, keepdim=True)).exp_()
+    kf = torch.matmul(k, wt)
+    kf.sub_(k.pow(2).sum(-1, keepdim=True).mul_(0.5 / math.sqrt(q.shape[-1])))
+    if pad is not None:
+        kf.masked_fill_(pad, -math.inf)
+    stab = key_stabilizer(kf, causal)
+    kf.sub_(stab).exp_()
+    return qf, kf, stab.squeeze(-1) if causal else None
 
 
 class _FavorPositive(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, projection: Tensor, pad: Tensor | None, causal: bool, chunk: int) -> Tensor:
-        d = q.shape[-1]
-        w = projection.to(q.dtype) * d**-0.25  # [M, d] or [H, M, d]: the scale s folded into W
-        wt = w.transpose(-1, -2)
-        qf = torch.matmul(q, wt)  # [B, H, L, M]
-        qf.sub_(qf.amax(dim=-1, keepdim=True)).exp_()
-        kf = torch.matmul(k, wt)
-        kf.sub_(k.pow(2).sum(-1, keepdim=True).mul_(0.5 / math.sqrt(d)))
-        if pad is not None:
-            kf.masked_fill_(pad, -math.inf)
-        kf.sub_(finite_or_zero(kf.amax(dim=(-2, -1), keepdim=True))).exp_()
+    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, projection: Tensor, pad: Tensor | None, causal: bool, chunk: int,
+                product_dtype: torch.dtype) -> Tensor:
+        w = projection.to(q.dtype) * q.shape[-1] ** -0.25  # [M, d] or [H, M, d]: the scale s folded into W
+        qf, kf, log_scale = _features(q, k, w, pad, causal)
+        qf, kf = qf.to(product_dtype), kf.to(product_dtype)
         ve = with_ones(v)  # [B, H, L, D+1]: the normalizer rides along as a ones column
         state = None
         if causal:
-            u = causal_product(qf, kf, ve, chunk=chunk)
+            u = causal_product(qf, kf, ve.to(product_dtype), log_scale=log_scale, chunk=chunk)
         else:
-            state = torch.matmul(kf.transpose(-1, -2), ve)  # [B, H, M, D+1]
+            state = torch.matmul(kf.transpose(-1, -2), ve.to(product_dtype))  # [B, H, M, D+1]
             u = torch.matmul(qf, state)
-        out, den = normalize(u)
-        ctx.save_for_backward(qf, kf, k, ve, w, out, den, state)
-        ctx.causal, ctx.chunk = causal, chunk
+        del qf, kf
+        out, den = normalize(u.to(q.dtype))
+        ctx.save_for_backward(q, k, v, w, pad, out, den, state, log_scale)
+        ctx.causal, ctx.chunk, ctx.product_dtype = causal, chunk, product_dtype
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        qf, kf, k, ve, w, out, den, state = ctx.saved_tensors
+        q, k, v, w, pad, out, den, state, log_scale = ctx.saved_tensors
+        low = ctx.product_dtype
+        qf, kf, _ = _features(q, k, w, pad, ctx.causal)
+        ve = with_ones(v)
         gu = torch.cat([grad_out, -(grad_out * out).sum(-1, keepdim=True)], dim=-1).div_(den)  # dL/d[num, den]
+        qf_, kf_, ve_, gu_ = qf.to(low), kf.to(low), ve.to(low), gu.to(low)  # product operands
+        work = q.dtype
+        # Each feature gradient is a fresh product times the features (through exp: dp = dφ ⊙ φ).
         if ctx.causal:
-            c = ctx.chunk
-            grad_qp = causal_product(gu, ve, kf, chunk=c).mul_(qf)  # through exp: dp = dφ ⊙ φ
-            grad_q = torch.matmul(grad_qp, w)
-            del grad_qp
-            grad_kp = causal_product(ve, gu, qf, chunk=c, reverse=True).mul_(kf)
-            grad_ve = causal_product(kf, qf, gu, chunk=c, reverse=True)
+            c, back = ctx.chunk, -log_scale  # keys' sums run backwards: gate e^{c_j − c_i}, i ≥ j
+            grad_q = torch.matmul(causal_product(gu_, ve_, kf_, log_scale=log_scale, chunk=c).to(work).mul_(qf), w)
+            grad_ve = causal_product(kf_, qf_, gu_, log_scale=back, chunk=c, reverse=True)
+            grad_kp = causal_product(ve_, gu_, qf_, log_scale=back, chunk=c, reverse=True).to(work).mul_(kf)
         else:
-            grad_state = torch.matmul(qf.transpose(-1, -2), gu)  # [B, H, M, D+1]
-            grad_ve = torch.matmul(kf, grad_state)
-            # One [B, H, L, M] buffer serves both feature gradients: fresh large tensors cost page faults.
-            buf = torch.matmul(gu, state.transpose(-1, -2))
-            grad_q = torch.matmul(buf.mul_(qf), w)  # through exp: dp = dφ ⊙ φ
-            grad_kp = torch.matmul(ve, grad_state.transpose(-1, -2), out=buf).mul_(kf)
+            grad_state = torch.matmul(qf_.transpose(-1, -2), gu_)  # [B, H, M, D+1]
+            grad_ve = torch.matmul(kf_, grad_state)
+            grad_q = torch.matmul(torch.matmul(gu_, state.transpose(-1, -2)).to(work).mul_(qf), w)
+            grad_kp = torch.matmul(ve_, grad_state.transpose(-1, -2)).to(work).mul_(kf)
+        del qf, kf, qf_, kf_
         grad_k = torch.matmul(grad_kp, w)
         grad_k.sub_(k * grad_kp.sum(-1, keepdim=True).mul_(1 / math.sqrt(k.shape[-1])))
-        return grad_q, grad_k, grad_ve[..., :-1], None, None, None, None
+        return grad_q, grad_k, grad_ve[..., :-1].to(v.dtype), None, None, None, None, None
 
 
 def favor_positive(q: Tensor, k: Tensor, v: Tensor, projection: Tensor, *, key_padding_mask: Tensor | None,
-                   causal: bool, chunk: int) -> Tensor:
-    """Normalized FAVOR+ attention ``[B, H, L, D]`` for the positive softmax kernel."""
+                   causal: bool, chunk: int, product_dtype: torch.dtype | None = None) -> Tensor:
+    """Normalized FAVOR+ attention ``[B, H, L, D]`` for the positive softmax kernel, the feature products
+    in ``product_dtype`` (None: q's)."""
     pad = None if key_padding_mask is None else key_padding_mask[:, None, :, None]
-    return _FavorPositive.apply(q, k, v, projection, pad, causal, chunk)
+    return _FavorPositive.apply(q, k, v, projection, pad, causal, chunk, product_dtype or q.dtype)

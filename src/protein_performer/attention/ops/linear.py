@@ -3,63 +3,147 @@
 Shapes: features ``[B, H, L, M]``, values ``[B, H, L, D]``. The normalizer rides along as an extra
 column of ones appended to V, so numerator and denominator come out of the same products.
 
-Causal attention uses the chunked form: within a chunk of C positions a masked C×C product, across
-chunks an M×(D+1) state carried by an (exclusive) prefix sum over chunks; every step is one batched
-matrix product over all chunks, so there is no Python loop and no ``[L, M, D]`` tensor. The backward
-pass is written out by hand (three more chunked products) and recomputes nothing quadratic, so memory
-is linear in L in both directions.
+Causal attention is the chunked form of ``u_t = Σ_{j ≤ t} (q′_t·k′_j) e^{g_j − g_t} v_j``: within a
+chunk of C positions a masked C×C product, across chunks an M×(D+1) state per chunk, carried to the
+later chunks by a blocked scan (:func:`gated_prefix`): batched matrix products all the way, no Python
+loop over chunks and no ``[L, M, D]`` tensor. The gate ``g`` is the keys' running stabilizer
+(:func:`key_stabilizer`): output t divides its keys by a constant taken from keys ``j ≤ t`` only, so
+that a large later key can neither underflow nor change an earlier output; every factor
+``e^{g_j − g_t}`` is at most 1. (It is the scalar gate of gated linear attention, log-decay
+``g_{t−1} − g_t``.) The backward pass is written out by hand (three more chunked products with the same
+gate) and recomputes nothing quadratic, so memory is linear in L in both directions.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor
 
 DEFAULT_CHUNK = 128
+SCAN_BLOCK = 16  # chunks combined by one S×S product per level of the scan across chunks
 
 
-def finite_or_zero(stab: Tensor) -> Tensor:
-    """A feature stabilizer of 0 where every key is padding (its features are then all zero)."""
-    return stab.masked_fill(~torch.isfinite(stab), 0.0)
+def key_stabilizer(logits: Tensor, causal: bool) -> Tensor:
+    """The constant key features are divided by, from their exponents ``logits`` ``[..., L, M]``
+    (``−inf`` at padded keys, which never count): one per (batch, head) ``[..., 1, 1]``, the maximum
+    over real keys; causal: the running maximum over keys ``j ≤ t`` ``[..., L, 1]`` (positions before
+    the first real key take its value). 0 where every key is padding."""
+    if not causal:
+        stab = logits.detach().amax(dim=(-2, -1), keepdim=True)
+        return stab.masked_fill(~torch.isfinite(stab), 0.0)
+    running = torch.cummax(logits.detach().amax(dim=-1), dim=-1).values  # [..., L]
+    unset = torch.isinf(running)  # only before the first real key
+    first = running.masked_fill(unset, math.inf).amin(dim=-1, keepdim=True)
+    first = first.masked_fill(torch.isinf(first), 0.0)
+    return torch.where(unset, first, running)[..., None]
 
 
-def causal_product(q: Tensor, k: Tensor, v: Tensor, *, chunk: int = DEFAULT_CHUNK, reverse: bool = False) -> Tensor:
-    """``out_i = Σ_{j ≤ i} (q_i·k_j) v_j`` (``j ≥ i`` with ``reverse=True``), without normalization.
+def gate_matrix(log_scale: Tensor, reverse: bool) -> Tensor:
+    """``[..., S, S]``: ``e^{g_in − g_out}`` for in ≤ out (in ≥ out when reversed), 0 elsewhere."""
+    diff = log_scale[..., None, :] - log_scale[..., :, None]  # [..., out, in]
+    size = log_scale.shape[-1]
+    keep = torch.ones(size, size, dtype=torch.bool, device=log_scale.device)
+    keep = keep.triu() if reverse else keep.tril()
+    return diff.masked_fill(~keep, -math.inf).exp_()
 
-    q, k ``[..., L, M]``; v ``[..., L, D]`` → ``[..., L, D]``. Memory O(L·(C + M + D) + (L/C)·M·D).
+
+def _pad_to(x: Tensor, length: int, dim: int, edge: bool = False) -> Tensor:
+    """``x`` extended along ``dim`` to ``length``: zeros, or copies of its last entry (``edge``)."""
+    extra = length - x.shape[dim]
+    if not extra:
+        return x
+    tail = x.narrow(dim, x.shape[dim] - 1, 1) if edge else x.new_zeros(())
+    shape = list(x.shape)
+    shape[dim] = extra
+    return torch.cat([x, tail.expand(shape)], dim=dim)
+
+
+def _shifted(n: int, reverse: bool) -> tuple[slice, slice]:
+    """``(src, dst)`` slices of a flattened ``[(…)·N]`` axis pairing item ``i`` with the one before it
+    (after it when reversed): contiguous views, so no batched product copies its operands. Pairs that
+    cross from one sequence to the next are harmless only because their weight is set to 0."""
+    return (slice(1, None), slice(None, -1)) if reverse else (slice(None, -1), slice(1, None))
+
+
+def _carry_weights(from_scale: Tensor, to_scale: Tensor, reverse: bool) -> Tensor:
+    """``e^{from_{n∓1} − to_n}`` ``[(…)·N − 1, S]`` for the items a scan carries into, flattened as in
+    :func:`_shifted`, 0 for an item with nothing before it (the first of its sequence).
+
+    from_scale ``[..., N]``, to_scale ``[..., N, S]``."""
+    n = to_scale.shape[-2]
+    src, dst = _shifted(n, reverse)
+    first = torch.zeros(n, dtype=torch.bool, device=to_scale.device)
+    first[-1 if reverse else 0] = True
+    weights = torch.exp(from_scale.reshape(-1)[src, None] - to_scale.flatten(0, -2)[dst])
+    return weights.masked_fill_(first.expand(to_scale.shape[:-1]).reshape(-1)[dst, None], 0.0)
+
+
+def gated_prefix(states: Tensor, log_scale: Tensor, *, reverse: bool = False) -> Tensor:
+    """Inclusive ``P_n = Σ_{m ≤ n} e^{g_m − g_n} s_m`` (``m ≥ n`` reversed) over axis −2 of ``states``
+    ``[..., N, X]``, ``log_scale`` g ``[..., N]`` non-decreasing in the direction of the sum.
+
+    A blocked scan: blocks of ``SCAN_BLOCK`` items are summed by one masked S×S product each, the block
+    totals recursively the same way, then carried into the blocks after them. Every factor is a
+    difference of log scales, ≤ 1, so nothing overflows or underflows that the result keeps."""
+    n = states.shape[-2]
+    if n == 1:
+        return states
+    s = min(SCAN_BLOCK, n)
+    groups = -(-n // s)
+    x = _pad_to(states, groups * s, -2).unflatten(-2, (groups, s))  # [..., G, S, X]
+    g = _pad_to(log_scale, groups * s, -1, edge=True).unflatten(-1, (groups, s))  # [..., G, S]
+    within = torch.matmul(gate_matrix(g, reverse), x)
+    if groups > 1:
+        end = 0 if reverse else s - 1
+        totals = gated_prefix(within[..., end, :], g[..., end], reverse=reverse)  # [..., G, X]
+        src, dst = _shifted(groups, reverse)
+        flat = within.view(-1, s, within.shape[-1])  # [(…)·G, S, X]
+        weights = _carry_weights(g[..., end], g, reverse)  # [(…)·G − 1, S]
+        flat[dst].baddbmm_(weights[..., None], totals.reshape(-1, 1, totals.shape[-1])[src])
+    return within.flatten(-3, -2)[..., :n, :]
+
+
+def causal_product(q: Tensor, k: Tensor, v: Tensor, *, log_scale: Tensor | None = None, chunk: int = DEFAULT_CHUNK,
+                   reverse: bool = False) -> Tensor:
+    """``u_t = Σ_{j ≤ t} (q_t·k_j) e^{g_j − g_t} v_j`` (``j ≥ t`` with ``reverse=True``), unnormalized.
+
+    q, k ``[..., L, M]``; v ``[..., L, D]``; ``log_scale`` g ``[..., L]`` non-decreasing in the direction
+    of the sum (None: no gate) → ``[..., L, D]``. Memory O(L·(C + M + D) + (L/C)·M·D).
     """
-    length = q.shape[-2]
+    length, dim = q.shape[-2], v.shape[-1]
     c = min(chunk, length)
     n = -(-length // c)
-    pad = n * c - length
-    if pad:
-        q, k, v = (torch.nn.functional.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
-    qc = q.unflatten(-2, (n, c))  # [..., N, C, M]
-    kc = k.unflatten(-2, (n, c))
-    vc = v.unflatten(-2, (n, c))  # [..., N, C, D]
-
-    # Across chunks: the state each chunk sees, Σ k_j v_jᵀ over the chunks before it (after it when
-    # reversed): an exclusive prefix sum over the N per-chunk states, accumulated chunk by chunk in
-    # place (torch.cumsum over this non-innermost axis runs at a fraction of memory bandwidth).
-    states = torch.matmul(kc.transpose(-1, -2), vc)  # [..., N, M, D]
-    carried = torch.empty_like(states)
-    order = range(n - 1, -1, -1) if reverse else range(n)
-    previous = None
-    for i in order:
-        if previous is None:
-            carried[..., i, :, :].zero_()
-        else:
-            torch.add(carried[..., previous, :, :], states[..., previous, :, :], out=carried[..., i, :, :])
-        previous = i
-    out = torch.matmul(qc, carried)  # [..., N, C, D]
-    del states, carried
-    # Within chunks: the masked C×C product, added in place (no second [L, D] temporary).
-    scores = torch.matmul(qc, kc.transpose(-1, -2))  # [..., N, C, C]
-    scores = scores.triu_() if reverse else scores.tril_()
-    out.view(-1, c, out.shape[-1]).baddbmm_(scores.view(-1, c, c), vc.reshape(-1, c, vc.shape[-1]))
+    qc, kc, vc = (_pad_to(t, n * c, -2).unflatten(-2, (n, c)) for t in (q, k, v))  # [..., N, C, ·]
+    if log_scale is None:
+        log_scale = q.new_zeros(q.shape[:-1], dtype=torch.promote_types(q.dtype, torch.float32))
+    gc = _pad_to(log_scale, n * c, -1, edge=True).unflatten(-1, (n, c))  # [..., N, C]
+    end = 0 if reverse else c - 1
+    # Each chunk's state Σ_j k_j v_jᵀ e^{g_j − g_end}, at the gate of the chunk's last position (first
+    # when reversed), then summed over the chunks before it (after it when reversed).
+    # Products run in the inputs' dtype (bf16 under that precision policy), sums across chunks in the
+    # gate's (float32 or float64).
+    ends = gc[..., end]  # [..., N]
+    scaled = (vc * torch.exp(gc - ends[..., None])[..., None]).to(v.dtype)
+    states = torch.matmul(kc.transpose(-1, -2), scaled).to(gc.dtype)  # [..., N, M, D]
+    del scaled
+    carried = gated_prefix(states.flatten(-2), ends, reverse=reverse).to(q.dtype).reshape(-1, *states.shape[-2:])
+    del states
+    # Across chunks: chunk n's queries read the state carried to the chunk before it (after it), scaled
+    # from that chunk's gate to each query's own.
+    out = q.new_empty((*qc.shape[:-1], dim))  # [..., N, C, D]
+    flat_out = out.view(-1, c, dim)
+    src, dst = _shifted(flat_out.shape[0], reverse)
+    torch.bmm(qc.reshape(-1, c, qc.shape[-1])[dst], carried[src], out=flat_out[dst])
+    flat_out[dst].mul_(_carry_weights(ends, gc, reverse)[..., None])
+    flat_out[-1 if reverse else 0].zero_()  # the one chunk nothing was carried into
+    del carried
+    # Within chunks: the masked, gated C×C product, added in place.
+    scores = torch.matmul(qc, kc.transpose(-1, -2)).mul_(gate_matrix(gc, reverse))  # [..., N, C, C]
+    flat_out.baddbmm_(scores.view(-1, c, c), vc.reshape(-1, c, dim))
     del scores
-    out = out.flatten(-3, -2)
-    return out[..., :length, :] if pad else out
+    return out.flatten(-3, -2)[..., :length, :]
 
 
 def with_ones(v: Tensor) -> Tensor:
@@ -75,38 +159,45 @@ def normalize(u: Tensor) -> tuple[Tensor, Tensor]:
 
 
 class _LinearAttention(torch.autograd.Function):
+    """Products in the features' dtype (bf16 under that precision policy), the normalization and the
+    result in the working dtype (float32, or float64 for float64 features)."""
+
     @staticmethod
-    def forward(ctx, qf: Tensor, kf: Tensor, v: Tensor, causal: bool, chunk: int) -> Tensor:
-        ve = with_ones(v)  # [B, H, L, D+1]
+    def forward(ctx, qf: Tensor, kf: Tensor, v: Tensor, log_scale: Tensor | None, causal: bool, chunk: int) -> Tensor:
+        ve = with_ones(v).to(qf.dtype)  # [B, H, L, D+1]
         if causal:
-            u = causal_product(qf, kf, ve, chunk=chunk)
+            u = causal_product(qf, kf, ve, log_scale=log_scale, chunk=chunk)
         else:
             u = torch.matmul(qf, torch.matmul(kf.transpose(-1, -2), ve))  # Q′ (K′ᵀ [V 1])
-        out, den = normalize(u)
-        ctx.save_for_backward(qf, kf, v, out, den)
-        ctx.causal, ctx.chunk = causal, chunk
+        out, den = normalize(u.to(torch.promote_types(qf.dtype, torch.float32)))
+        ctx.save_for_backward(qf, kf, ve, out, den, log_scale)
+        ctx.causal, ctx.chunk, ctx.v_dtype = causal, chunk, v.dtype
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        qf, kf, v, out, den = ctx.saved_tensors
+        qf, kf, ve, out, den, log_scale = ctx.saved_tensors
         # dL/dU for U = [num, den]: num-part g/den, den-part −Σ_d g·out / den.
-        gu = torch.cat([grad_out, -(grad_out * out).sum(-1, keepdim=True)], dim=-1).div_(den)
-        ve = with_ones(v)
+        gu = torch.cat([grad_out, -(grad_out * out).sum(-1, keepdim=True)], dim=-1).div_(den).to(qf.dtype)
         if ctx.causal:
-            c = ctx.chunk
-            grad_q = causal_product(gu, ve, kf, chunk=c)  # Σ_{j≤i} (g_i·ve_j) k′_j
-            grad_k = causal_product(ve, gu, qf, chunk=c, reverse=True)  # Σ_{i≥j} (ve_j·g_i) q′_i
-            grad_ve = causal_product(kf, qf, gu, chunk=c, reverse=True)  # Σ_{i≥j} (k′_j·q′_i) g_i
+            # With gate c: Σ_{j≤i} (g_i·ve_j) e^{c_j − c_i} k′_j, and for keys the reversed sums with e^{c_j − c_i}
+            # (log scale −c, non-decreasing backwards). The gate is a constant of the ratio: no gradient.
+            c, back = ctx.chunk, None if log_scale is None else -log_scale
+            grad_q = causal_product(gu, ve, kf, log_scale=log_scale, chunk=c)
+            grad_k = causal_product(ve, gu, qf, log_scale=back, chunk=c, reverse=True)
+            grad_ve = causal_product(kf, qf, gu, log_scale=back, chunk=c, reverse=True)
         else:
             state = torch.matmul(kf.transpose(-1, -2), ve)  # [B, H, M, D+1]
             grad_q = torch.matmul(gu, state.transpose(-1, -2))
             grad_state = torch.matmul(qf.transpose(-1, -2), gu)  # [B, H, M, D+1]
             grad_k = torch.matmul(ve, grad_state.transpose(-1, -2))
             grad_ve = torch.matmul(kf, grad_state)
-        return grad_q, grad_k, grad_ve[..., :-1], None, None
+        return grad_q, grad_k, grad_ve[..., :-1].to(ctx.v_dtype), None, None, None
 
 
-def linear_attention(qf: Tensor, kf: Tensor, v: Tensor, *, causal: bool = False, chunk: int = DEFAULT_CHUNK) -> Tensor:
-    """Normalized attention ``D⁻¹ Q′(K′ᵀV)`` (causal: prefix sums) from features ``[B, H, L, M]``."""
-    return _LinearAttention.apply(qf, kf, v, causal, chunk)
+def linear_attention(qf: Tensor, kf: Tensor, v: Tensor, *, causal: bool = False, chunk: int = DEFAULT_CHUNK,
+                     log_scale: Tensor | None = None) -> Tensor:
+    """Normalized attention ``D⁻¹ Q′(K′ᵀV)`` from features ``[B, H, L, M]``; causal: gated prefix sums,
+    key j entering output t with ``e^{g_j − g_t}`` for ``log_scale`` g ``[B, H, L]`` (None: 1). The
+    products run in the features' dtype, the result is float32 (float64 for float64 features)."""
+    return _LinearAttention.apply(qf, kf, v, log_scale, causal, chunk)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from ..feature_maps import random_features
+from .linear import causal_product, gate_matrix
 
 ROW_BLOCK = 256
 
@@ -108,32 +109,38 @@ def favor_attention_naive(
     return torch.matmul(attn, v)
 
 
-def favor_window(qf: Tensor, kf: Tensor, start: int, window: int, *, causal: bool = False) -> Tensor:
+def _denominators(qf: Tensor, kf: Tensor, causal: bool, log_scale: Tensor | None) -> Tensor:
+    """``D_i = Σ_j q′_i·k′_j e^{g_j − g_i}`` over keys j ≤ i (all keys when bidirectional): ``[B, H, L, 1]``."""
+    if causal:
+        return causal_product(qf, kf, qf.new_ones((*qf.shape[:-1], 1)), log_scale=log_scale)
+    return (qf * kf.sum(dim=-2, keepdim=True)).sum(-1, keepdim=True)
+
+
+def favor_window(qf: Tensor, kf: Tensor, start: int, window: int, *, causal: bool = False,
+                 log_scale: Tensor | None = None) -> Tensor:
     """Rows and columns ``[start, start + window)`` of the normalized attention matrix implied by
-    query features ``qf`` and key features ``kf`` ``[B, H, L, M]`` (padded keys already zero):
-    ``A_ij = q′_i·k′_j / (q′_i·Σ_j' k′_j')``, the normalizer over the whole sequence (j' ≤ i when causal)."""
+    query features ``qf`` and key features ``kf`` ``[B, H, L, M]`` (padded keys already zero) as a layer
+    applies them: ``A_ij = q′_i·k′_j e^{g_j − g_i} / D_i``, the normalizer over the whole sequence (j ≤ i
+    when causal; ``log_scale`` g ``[B, H, L]`` the causal keys' running scale, None: 0)."""
     end = min(start + window, qf.shape[-2])
     q = qf[..., start:end, :]
-    if causal:
-        totals = kf.cumsum(dim=-2)[..., start:end, :]  # Σ_{j ≤ i} k′_j for each query row of the window
-    else:
-        totals = kf.sum(dim=-2, keepdim=True)
     scores = torch.matmul(q, kf[..., start:end, :].transpose(-1, -2))
     if causal:
-        scores = scores.masked_fill(torch.ones_like(scores, dtype=torch.bool).triu(1), 0.0)
-    return scores / (q * totals).sum(-1, keepdim=True)
+        scores = scores.tril() if log_scale is None else scores * gate_matrix(log_scale[..., start:end], reverse=False)
+    return scores / _denominators(qf, kf, causal, log_scale)[..., start:end, :]
 
 
-def favor_received(qf: Tensor, kf: Tensor, *, causal: bool = False, query_mask: Tensor | None = None) -> Tensor:
+def favor_received(qf: Tensor, kf: Tensor, *, causal: bool = False, query_mask: Tensor | None = None,
+                   log_scale: Tensor | None = None) -> Tensor:
     """``Σ_i A_ij`` ``[B, H, L]``, the attention key j receives from all (unmasked) queries, for the
-    matrix implied by features ``qf``, ``kf`` ``[B, H, L, M]`` (padded keys already zero):
-    ``k′_j · Σ_i q′_i / (q′_i·Σ_j' k′_j')`` in O(L·M). ``query_mask`` bool ``[B, L]``, True at queries
-    to leave out (padding)."""
-    totals = kf.cumsum(dim=-2) if causal else kf.sum(dim=-2, keepdim=True)
-    weights = qf / (qf * totals).sum(-1, keepdim=True)  # q′_i / D_i
+    matrix implied by features ``qf``, ``kf`` ``[B, H, L, M]`` (padded keys already zero) and the causal
+    ``log_scale`` (see :func:`favor_window`): ``Σ_i k′_j·q′_i e^{g_j − g_i} / D_i`` in O(L·M).
+    ``query_mask`` bool ``[B, L]``, True at queries to leave out (padding)."""
+    weights = qf / _denominators(qf, kf, causal, log_scale)  # q′_i / D_i
     if query_mask is not None:
         weights = weights.masked_fill(query_mask[:, None, :, None], 0.0)
-    if causal:  # key j hears only queries i ≥ j: a reverse cumulative sum
-        gathered = weights.flip(-2).cumsum(dim=-2).flip(-2)
-        return (kf * gathered).sum(-1)
+    if causal:  # key j hears only queries i ≥ j: a reversed gated sum
+        back = None if log_scale is None else -log_scale
+        ones = kf.new_ones((*kf.shape[:-1], 1))
+        return causal_product(kf, weights, ones, log_scale=back, reverse=True)[..., 0]
     return (kf * weights.sum(-2, keepdim=True)).sum(-1)

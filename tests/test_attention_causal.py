@@ -1,0 +1,142 @@
+"""Causal FAVOR never reads the future: the running key stabilizer, the gated chunked sums that carry it,
+and the blocked scan across chunks, each against a plain reference."""
+
+import math
+
+import pytest
+import torch
+from conftest import qkv
+
+from protein_performer.attention import draw_projection, favor_attention, feature_map, random_features
+from protein_performer.attention.ops.linear import causal_product, gated_prefix, key_stabilizer
+from protein_performer.attention.ops.naive import favor_attention_naive
+
+POSITIVE = ("softmax", "softmax_hyperbolic")
+
+
+def _dominant_late_key(kernel: str):
+    """d = 64, M = 256, L = 256, float32: keys of mixed norms (the first four large, so their exponents
+    are very negative) and a last key aligned with the longest projection row, whose exponent exceeds
+    theirs by far more than float32's range: a stabilizer that sees it underflows the first outputs."""
+    g = torch.Generator().manual_seed(0)
+    d, m, length = 64, 256, 256
+    w = draw_projection(m, d, generator=torch.Generator().manual_seed(1))
+    q, v = torch.randn(1, 2, length, d, generator=g), torch.randn(1, 2, length, d, generator=g)
+    k = torch.randn(1, 2, length, d, generator=g) * torch.linspace(0.5, 2, length)[:, None]
+    k[..., :4, :] *= 25
+    late = k.clone()
+    late[..., -1, :] = w[w.norm(dim=-1).argmax()] * d**0.25
+    return q, k, late, v, w
+
+
+@pytest.mark.parametrize("kernel", ["softmax", "softmax_hyperbolic", "softmax_trig"])
+@pytest.mark.parametrize("chunk", [64, 100])
+def test_a_dominant_late_key_changes_no_earlier_output(kernel, chunk):
+    q, k, late, v, w = _dominant_late_key(kernel)
+    before = favor_attention(q, k, v, w, kernel=kernel, causal=True, chunk_size=chunk)
+    after = favor_attention(q, late, v, w, kernel=kernel, causal=True, chunk_size=chunk)
+    torch.testing.assert_close(after[..., :-1, :], before[..., :-1, :], rtol=1e-6, atol=1e-6)
+    assert torch.isfinite(after).all()
+    if kernel in POSITIVE:  # and they are the estimator's values, computed in float64 from the paper's features
+        ref = favor_attention_naive(q.double(), late.double(), v.double(), w.double(), kernel=kernel, causal=True)
+        error = (after.double() - ref).norm(dim=-1) / ref.norm(dim=-1)
+        assert error.max() < 1e-4
+
+
+@pytest.mark.parametrize("kernel", POSITIVE)
+def test_a_dominant_late_key_changes_no_earlier_gradient(kernel):
+    q, k, late, v, w = _dominant_late_key(kernel)
+    weights = torch.randn(*q.shape[:-2], q.shape[-2] - 1, q.shape[-1], generator=torch.Generator().manual_seed(2))
+
+    def grads(q, k, v, w, fast):
+        q, k, v = (t.clone().requires_grad_() for t in (q, k, v))
+        if fast:
+            out = favor_attention(q, k, v, w, kernel=kernel, causal=True, chunk_size=64)
+        else:
+            out = favor_attention_naive(q, k, v, w, kernel=kernel, causal=True)
+        (out[..., :-1, :] * weights.to(out.dtype)).sum().backward()
+        return [t.grad[..., :-1, :] for t in (q, k, v)]
+
+    before, after = grads(q, k, v, w, True), grads(q, late, v, w, True)
+    ref = grads(q.double(), late.double(), v.double(), w.double(), False)
+    for b, a, r in zip(before, after, ref):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+        assert ((a.double() - r).norm() / r.norm()) < 1e-4
+
+
+def test_the_old_per_sequence_stabilizer_would_have_failed_this_setting():
+    """The setting above is a real test: with one key constant per (batch, head), as bidirectional
+    attention uses, the first outputs' keys underflow to zero."""
+    _, _, late, _, w = _dominant_late_key("softmax")
+    kf, _ = feature_map("softmax").key_features(late, w)  # the bidirectional (whole-sequence) constant
+    assert kf[..., :4, :].abs().max() == 0
+    kf, _ = feature_map("softmax").key_features(late, w, causal=True)
+    assert (kf[..., 0, :].amax(-1) == 1).all()  # the first key is the running maximum at its position
+
+
+def _gated_prefix_reference(states, log_scale, reverse):
+    n = states.shape[-2]
+    out = torch.zeros_like(states)
+    for i in range(n):
+        others = range(i, n) if reverse else range(i + 1)
+        for j in others:
+            out[..., i, :] += torch.exp(log_scale[..., j] - log_scale[..., i])[..., None] * states[..., j, :]
+    return out
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("n", [1, 5, 16, 17, 40, 300])
+def test_blocked_scan_equals_the_sequential_sum(n, reverse):
+    g = torch.Generator().manual_seed(n)
+    states = torch.randn(2, n, 3, generator=g, dtype=torch.float64)
+    log_scale = torch.cummax(30 * torch.randn(2, n, generator=g, dtype=torch.float64), dim=-1).values
+    if reverse:
+        log_scale = log_scale.flip(-1)  # non-decreasing in the direction of the sum
+    expected = _gated_prefix_reference(states, log_scale, reverse)
+    torch.testing.assert_close(gated_prefix(states, log_scale, reverse=reverse), expected, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("reverse", [False, True])
+@pytest.mark.parametrize("chunk", [1, 7, 16, 45, 64])
+def test_gated_causal_product_equals_the_masked_gated_matrix(chunk, reverse):
+    g = torch.Generator().manual_seed(chunk)
+    q, k = (torch.randn(2, 3, 45, 6, generator=g, dtype=torch.float64) for _ in range(2))
+    v = torch.randn(2, 3, 45, 5, generator=g, dtype=torch.float64)
+    log_scale = torch.cummax(20 * torch.randn(2, 3, 45, generator=g, dtype=torch.float64), dim=-1).values
+    if reverse:
+        log_scale = -log_scale
+    gates = torch.exp(log_scale[..., None, :] - log_scale[..., :, None])  # [out, in]: e^{g_in − g_out}
+    scores = (q @ k.transpose(-1, -2)) * gates
+    scores = scores.triu() if reverse else scores.tril()
+    got = causal_product(q, k, v, log_scale=log_scale, chunk=chunk, reverse=reverse)
+    torch.testing.assert_close(got, scores @ v, rtol=1e-10, atol=1e-10)
+
+
+def test_running_stabilizer_is_monotone_causal_and_ignores_padding():
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 3, 30, 8, generator=g, dtype=torch.float64) * 10
+    logits[0, :, :5] = -math.inf  # leading padding: takes the first real key's value
+    logits[1] = -math.inf  # all padding: 0
+    stab = key_stabilizer(logits, causal=True)[..., 0]
+    assert (stab[0].diff(dim=-1) >= 0).all()
+    torch.testing.assert_close(stab[0, :, 5:], torch.cummax(logits[0, :, 5:].amax(-1), dim=-1).values)
+    assert (stab[0, :, :5] == stab[0, :, 5:6]).all() and (stab[1] == 0).all()
+    later = logits.clone()
+    later[0, :, 20:] += 100
+    assert torch.equal(key_stabilizer(later, causal=True)[0, :, :20], key_stabilizer(logits, causal=True)[0, :, :20])
+
+
+@pytest.mark.parametrize("kernel", ["softmax", "softmax_hyperbolic", "softmax_trig", "relu"])
+def test_causal_key_features_are_the_papers_times_their_log_scale(kernel):
+    _, k, _ = qkv(b=2, h=3, length=20, d=8, norm=2.0)
+    w = torch.randn(3, 12, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    pad = torch.zeros(2, 20, dtype=torch.bool)
+    pad[1, 15:] = True
+    kf, log_scale = feature_map(kernel).key_features(k, w, pad, causal=True)
+    assert kf[1, :, 15:].abs().max() == 0
+    if kernel == "relu":
+        assert log_scale is None
+        return
+    ratio = kf * torch.exp(log_scale)[..., None] / random_features(k, w, kernel)  # one constant per (batch, head)
+    torch.testing.assert_close(ratio[0], ratio[0, :, :1, :1].expand_as(ratio[0]))
+    torch.testing.assert_close(ratio[1, :, :15], ratio[1, :, :1, :1].expand_as(ratio[1, :, :15]))
