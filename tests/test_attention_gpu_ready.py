@@ -115,3 +115,34 @@ def test_compiled_training_step_is_one_graph_and_equals_eager(objective):
     compiled = step(torch.compile(model, fullgraph=True))
     for got, ref in zip(compiled, step(model)):
         torch.testing.assert_close(got, ref, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_with_recompute_nothing_of_size_m_is_kept_for_backward(causal):
+    """Between forward and backward FAVOR keeps q, k, v, the output and per-position scalars (about
+    flash attention's 4d numbers per token and head), not the [L, M] feature tensors: backward
+    recomputes them (the default on CUDA). Without recompute (the CPU default) it keeps the two of
+    them; the gradients are the same either way."""
+    b, h, length, d, m = 1, 2, 512, 16, 64
+    q, k, v = (torch.randn(b, h, length, d, requires_grad=True) for _ in range(3))
+    w = torch.stack([draw_projection(m, d, generator=torch.Generator().manual_seed(i)) for i in range(h)])
+    grads = {}
+    for recompute in (True, False):
+        saved = []
+
+        def pack(t, saved=saved):
+            saved.append(t)
+            return t
+
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+            out = favor_attention(q, k, v, w, causal=causal, recompute=recompute)
+        features = [t for t in saved if t.dim() == 4 and t.shape[-2:] == (length, m)]
+        per_token_head = sum(t.numel() * t.element_size() for t in saved if t.dim() == 4 and t.shape[-2] == length) / (b * h * length)
+        if recompute:
+            assert not features
+            assert per_token_head <= (4 * d + 2) * 4  # q, k, v, out, normalizer and causal log scale, float32
+        else:
+            assert len(features) == 2
+        grads[recompute] = torch.autograd.grad(out.sum(), (q, k, v))
+    for a, b_ in zip(grads[True], grads[False]):
+        assert torch.equal(a, b_)

@@ -46,8 +46,9 @@ def _time_matmul(a, b, out, device, reps: int) -> float:
     return statistics.median(times)
 
 
-def matmul_throughput(device_name: str, threads: int | None, quick: bool) -> dict[str, Any]:
-    """Plain ``torch.matmul`` GFLOP/s into a reused ``out=`` buffer: square, and FAVOR-projection shaped."""
+def matmul_throughput(device_name: str, threads: int | None, quick: bool, dtypes: tuple[str, ...] = DTYPES) -> dict[str, Any]:
+    """Plain ``torch.matmul`` GFLOP/s into a reused ``out=`` buffer: square, and FAVOR-projection shaped,
+    for the ``dtypes`` measured (bf16 is emulated on CPUs without bf16 units: minutes per product)."""
     if threads:
         torch.set_num_threads(threads)
     device = torch.device(device_name)
@@ -56,7 +57,7 @@ def matmul_throughput(device_name: str, threads: int | None, quick: bool) -> dic
     reps = 10 if device.type == "cuda" else (2 if quick else 3)
     shapes = {"square": (n, n, n), "favor_projection": (8 * 8192, 64, 256)}  # [H·L, d] @ [d, M]
     out: dict[str, Any] = {"repeats": reps}
-    for dname in DTYPES:
+    for dname in dtypes:
         dtype = torch_dtype(dname)
         for sname, (rows, inner, cols) in shapes.items():
             a = torch.randn(rows, inner, generator=gen).to(device=device, dtype=dtype)

@@ -105,7 +105,7 @@ class AttentionBenchmark:
     def _measure_matmul(self, when: str) -> dict[str, Any]:
         quiet = wait_for_quiet(self.args.quiet_wait_s) if self.cpu else {}
         print(f"measuring plain matmul throughput on {self.args.device} ({when}) ...", flush=True)
-        mm = matmul_throughput(self.args.device, self.args.threads, self.args.quick)
+        mm = matmul_throughput(self.args.device, self.args.threads, self.args.quick, tuple(self.args.dtypes))
         mm.update(quiet)
         print("  " + ", ".join(f"{k} {v['gflops']:.0f} GFLOP/s" for k, v in mm.items() if isinstance(v, dict)), flush=True)
         return mm

@@ -62,5 +62,6 @@ def machine_meta(args: argparse.Namespace, device_name: str) -> dict[str, Any]:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "argv": sys.argv,
         "loadavg_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "malloc": os.environ.get("LD_PRELOAD", "") or "default (glibc)",
+        "malloc": " ".join([os.environ.get("LD_PRELOAD", ""), *(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_"))]).strip()
+        or "default (glibc)",
     }

@@ -94,9 +94,11 @@ class FeatureMap:
         raise NotImplementedError
 
     def attention(self, q: Tensor, k: Tensor, v: Tensor, projection: Tensor, *, key_padding_mask: Tensor | None,
-                  causal: bool, chunk: int, product_dtype: torch.dtype | None = None, fla: bool = False) -> Tensor:
+                  causal: bool, chunk: int, product_dtype: torch.dtype | None = None, fla: bool = False,
+                  recompute: bool = True) -> Tensor:
         """Normalized attention ``[B, H, L, D]`` (v already zero at padded keys); the feature products in
-        ``product_dtype`` (None: q's), causal sums through fla's Triton kernels with ``fla``."""
+        ``product_dtype`` (None: q's), causal sums through fla's Triton kernels with ``fla``. ``recompute``
+        is for kernels with a fused path (this generic one keeps its features for backward)."""
         low = product_dtype or q.dtype
         qf = self.query_features(q, projection).to(low)
         kf, log_scale = self.key_features(k, projection, key_padding_mask, causal=causal)
@@ -148,13 +150,14 @@ class PositiveSoftmax(_Exponential):
         return torch.exp(proj - h) / math.sqrt(m)
 
     def attention(self, q: Tensor, k: Tensor, v: Tensor, projection: Tensor, *, key_padding_mask: Tensor | None,
-                  causal: bool, chunk: int, product_dtype: torch.dtype | None = None, fla: bool = False) -> Tensor:
+                  causal: bool, chunk: int, product_dtype: torch.dtype | None = None, fla: bool = False,
+                  recompute: bool = True) -> Tensor:
         if fla:
             return super().attention(q, k, v, projection, key_padding_mask=key_padding_mask, causal=causal, chunk=chunk,
                                      product_dtype=product_dtype, fla=True)
         # The main path: features and attention in one function, with a hand-written backward.
         return favor_positive(q, k, v, projection, key_padding_mask=key_padding_mask, causal=causal, chunk=chunk,
-                              product_dtype=product_dtype)
+                              product_dtype=product_dtype, recompute=recompute)
 
 
 class HyperbolicSoftmax(_Exponential):

@@ -52,6 +52,7 @@ def favor_attention(
     chunk_size: int = DEFAULT_CHUNK,
     precision: str = "float32",
     backend: str = "auto",
+    recompute: bool | None = None,
 ) -> Tensor:
     """FAVOR attention ``[B, H, L, dv]`` in time and memory linear in L.
 
@@ -61,7 +62,9 @@ def favor_attention(
     under autocast) are computed in float32 and the result is cast back to the input dtype.
     ``precision`` (:data:`FEATURE_PRECISIONS`) is the dtype of the feature products, ``backend``
     (:data:`BACKENDS`) where causal sums run; bidirectional attention is two products and always torch.
-    Causal outputs never depend on later keys: see ``linear.py``.
+    ``recompute``: backward recomputes the softmax kernel's features instead of keeping them (2·M numbers
+    per token and head); None: on CUDA yes, on the CPU no (there fresh large allocations cost more than
+    the memory). Causal outputs never depend on later keys: see ``linear.py``.
     """
     features = feature_map(kernel)
     _check(q, k, v, key_padding_mask)
@@ -81,7 +84,8 @@ def favor_attention(
         if key_padding_mask is not None:
             v = v.masked_fill(key_padding_mask[:, None, :, None], 0.0)
         out = features.attention(q, k, v, projection, key_padding_mask=key_padding_mask, causal=causal, chunk=chunk_size,
-                                 product_dtype=FEATURE_PRECISIONS[precision], fla=fla)
+                                 product_dtype=FEATURE_PRECISIONS[precision], fla=fla,
+                                 recompute=q.is_cuda if recompute is None else recompute)
     return out.to(out_dtype)
 
 

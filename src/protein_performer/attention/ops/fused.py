@@ -2,9 +2,10 @@
 
 Same math as ``feature_maps.PositiveSoftmax``'s ``query_features``/``key_features`` followed by
 ``linear.linear_attention``, but with the backward pass written out, so that the feature maps cost no
-extra ``[B, H, L, M]`` tensors: nothing of size M is kept between forward and backward (backward
-recomputes the two feature tensors from q and k, one product each, and turns them into the feature
-gradients in place). With x̃ = x·s, s = d^(-1/4), ``p = x̃ Wᵀ`` and features ``exp(p − ‖x̃‖²/2 − c)``:
+extra ``[B, H, L, M]`` tensors. With ``recompute`` nothing of size M is kept between forward and backward
+(backward recomputes the two feature tensors from q and k, one product each): what GPUs want, where
+memory is scarce and the products are cheap. Without it the two feature tensors are kept, which is
+faster where fresh large allocations are slow (a CPU process with glibc's default malloc). With x̃ = x·s, s = d^(-1/4), ``p = x̃ Wᵀ`` and features ``exp(p − ‖x̃‖²/2 − c)``:
 
 - dL/dq = s·(dq′ ⊙ q′) W (the query row constant c and ‖q̃‖²/2 cancel in the ratio; treating them as
   constants gives the exact gradient because the output does not depend on them);
@@ -20,7 +21,7 @@ import math
 import torch
 from torch import Tensor
 
-from .linear import causal_product, key_stabilizer, normalize, with_ones
+from .linear import causal_product, chunk_gates, key_stabilizer, normalize, with_ones
 
 
 def _features(q: Tensor, k: Tensor, w: Tensor, pad: Tensor | None, causal: bool) -> tuple[Tensor, Tensor, Tensor | None]:
@@ -42,7 +43,7 @@ def _features(q: Tensor, k: Tensor, w: Tensor, pad: Tensor | None, causal: bool)
 class _FavorPositive(torch.autograd.Function):
     @staticmethod
     def forward(ctx, q: Tensor, k: Tensor, v: Tensor, projection: Tensor, pad: Tensor | None, causal: bool, chunk: int,
-                product_dtype: torch.dtype) -> Tensor:
+                product_dtype: torch.dtype, recompute: bool) -> Tensor:
         w = projection.to(q.dtype) * q.shape[-1] ** -0.25  # [M, d] or [H, M, d]: the scale s folded into W
         qf, kf, log_scale = _features(q, k, w, pad, causal)
         qf, kf = qf.to(product_dtype), kf.to(product_dtype)
@@ -53,27 +54,31 @@ class _FavorPositive(torch.autograd.Function):
         else:
             state = torch.matmul(kf.transpose(-1, -2), ve.to(product_dtype))  # [B, H, M, D+1]
             u = torch.matmul(qf, state)
-        del qf, kf
         out, den = normalize(u.to(q.dtype))
-        ctx.save_for_backward(q, k, v, w, pad, out, den, state, log_scale)
+        kept = (None, None) if recompute else (qf, kf)
+        ctx.save_for_backward(q, k, v, w, pad, out, den, state, log_scale, *kept)
         ctx.causal, ctx.chunk, ctx.product_dtype = causal, chunk, product_dtype
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        q, k, v, w, pad, out, den, state, log_scale = ctx.saved_tensors
-        low = ctx.product_dtype
-        qf, kf, _ = _features(q, k, w, pad, ctx.causal)
+        q, k, v, w, pad, out, den, state, log_scale, qf, kf = ctx.saved_tensors
+        low, work = ctx.product_dtype, q.dtype
+        if qf is None:
+            qf, kf, _ = _features(q, k, w, pad, ctx.causal)
+        else:
+            qf, kf = qf.to(work), kf.to(work)
         ve = with_ones(v)
         gu = torch.cat([grad_out, -(grad_out * out).sum(-1, keepdim=True)], dim=-1).div_(den)  # dL/d[num, den]
         qf_, kf_, ve_, gu_ = qf.to(low), kf.to(low), ve.to(low), gu.to(low)  # product operands
-        work = q.dtype
         # Each feature gradient is a fresh product times the features (through exp: dp = dφ ⊙ φ).
         if ctx.causal:
             c, back = ctx.chunk, -log_scale  # keys' sums run backwards: gate e^{c_j − c_i}, i ≥ j
-            grad_q = torch.matmul(causal_product(gu_, ve_, kf_, log_scale=log_scale, chunk=c).to(work).mul_(qf), w)
-            grad_ve = causal_product(kf_, qf_, gu_, log_scale=back, chunk=c, reverse=True)
-            grad_kp = causal_product(ve_, gu_, qf_, log_scale=back, chunk=c, reverse=True).to(work).mul_(kf)
+            gates = chunk_gates(log_scale, c)  # one set for the three products
+            grad_q = torch.matmul(causal_product(gu_, ve_, kf_, log_scale=log_scale, chunk=c, gates=gates).to(work).mul_(qf), w)
+            grad_ve = causal_product(kf_, qf_, gu_, log_scale=back, chunk=c, reverse=True, gates=gates)
+            grad_kp = causal_product(ve_, gu_, qf_, log_scale=back, chunk=c, reverse=True, gates=gates).to(work).mul_(kf)
+            del gates
         else:
             grad_state = torch.matmul(qf_.transpose(-1, -2), gu_)  # [B, H, M, D+1]
             grad_ve = torch.matmul(kf_, grad_state)
@@ -82,12 +87,13 @@ class _FavorPositive(torch.autograd.Function):
         del qf, kf, qf_, kf_
         grad_k = torch.matmul(grad_kp, w)
         grad_k.sub_(k * grad_kp.sum(-1, keepdim=True).mul_(1 / math.sqrt(k.shape[-1])))
-        return grad_q, grad_k, grad_ve[..., :-1].to(v.dtype), None, None, None, None, None
+        return grad_q, grad_k, grad_ve[..., :-1].to(v.dtype), None, None, None, None, None, None
 
 
 def favor_positive(q: Tensor, k: Tensor, v: Tensor, projection: Tensor, *, key_padding_mask: Tensor | None,
-                   causal: bool, chunk: int, product_dtype: torch.dtype | None = None) -> Tensor:
+                   causal: bool, chunk: int, product_dtype: torch.dtype | None = None, recompute: bool = True) -> Tensor:
     """Normalized FAVOR+ attention ``[B, H, L, D]`` for the positive softmax kernel, the feature products
-    in ``product_dtype`` (None: q's)."""
+    in ``product_dtype`` (None: q's); ``recompute``: backward recomputes the features instead of keeping
+    them (2·M numbers per token and head)."""
     pad = None if key_padding_mask is None else key_padding_mask[:, None, :, None]
-    return _FavorPositive.apply(q, k, v, projection, pad, causal, chunk, product_dtype or q.dtype)
+    return _FavorPositive.apply(q, k, v, projection, pad, causal, chunk, product_dtype or q.dtype, recompute)

@@ -105,12 +105,22 @@ def gated_prefix(states: Tensor, log_scale: Tensor, *, reverse: bool = False) ->
     return within.flatten(-3, -2)[..., :n, :]
 
 
+def chunk_gates(log_scale: Tensor, chunk: int) -> Tensor:
+    """The within-chunk gates of :func:`causal_product` for ``log_scale`` g ``[..., L]``: ``[..., N, C, C]``,
+    ``e^{g_j − g_t}`` for key j ≤ query t. The reversed sums with log scale −g use their transpose, so
+    one computation serves a forward pass and the three products of its backward."""
+    c = min(chunk, log_scale.shape[-1])
+    n = -(-log_scale.shape[-1] // c)
+    return gate_matrix(_pad_to(log_scale, n * c, -1, edge=True).unflatten(-1, (n, c)), reverse=False)
+
+
 def causal_product(q: Tensor, k: Tensor, v: Tensor, *, log_scale: Tensor | None = None, chunk: int = DEFAULT_CHUNK,
-                   reverse: bool = False) -> Tensor:
+                   reverse: bool = False, gates: Tensor | None = None) -> Tensor:
     """``u_t = Σ_{j ≤ t} (q_t·k_j) e^{g_j − g_t} v_j`` (``j ≥ t`` with ``reverse=True``), unnormalized.
 
     q, k ``[..., L, M]``; v ``[..., L, D]``; ``log_scale`` g ``[..., L]`` non-decreasing in the direction
-    of the sum (None: no gate) → ``[..., L, D]``. Memory O(L·(C + M + D) + (L/C)·M·D).
+    of the sum (None: no gate) → ``[..., L, D]``. ``gates``: :func:`chunk_gates` of g, or when reversed
+    of −g, if already computed. Memory O(L·(C + M + D) + (L/C)·M·D).
     """
     length, dim = q.shape[-2], v.shape[-1]
     c = min(chunk, length)
@@ -121,14 +131,15 @@ def causal_product(q: Tensor, k: Tensor, v: Tensor, *, log_scale: Tensor | None 
     gc = _pad_to(log_scale, n * c, -1, edge=True).unflatten(-1, (n, c))  # [..., N, C]
     end = 0 if reverse else c - 1
     # Each chunk's state Σ_j k_j v_jᵀ e^{g_j − g_end}, at the gate of the chunk's last position (first
-    # when reversed), then summed over the chunks before it (after it when reversed).
-    # Products run in the inputs' dtype (bf16 under that precision policy), sums across chunks in the
-    # gate's (float32 or float64).
+    # when reversed), then summed over the chunks before it (after it when reversed). Products run in
+    # the inputs' dtype (bf16 under that precision policy), sums across chunks in the gate's.
     ends = gc[..., end]  # [..., N]
-    scaled = (vc * torch.exp(gc - ends[..., None])[..., None]).to(v.dtype)
-    states = torch.matmul(kc.transpose(-1, -2), scaled).to(gc.dtype)  # [..., N, M, D]
-    del scaled
-    carried = gated_prefix(states.flatten(-2), ends, reverse=reverse).to(q.dtype).reshape(-1, *states.shape[-2:])
+    scale = torch.exp(gc - ends[..., None])[..., None]  # applied to the narrower of k and v
+    if k.shape[-1] <= dim:
+        states = torch.matmul((kc * scale).to(k.dtype).transpose(-1, -2), vc)
+    else:
+        states = torch.matmul(kc.transpose(-1, -2), (vc * scale).to(v.dtype))
+    carried = gated_prefix(states.to(gc.dtype).flatten(-2), ends, reverse=reverse).to(q.dtype).reshape(-1, *states.shape[-2:])
     del states
     # Across chunks: chunk n's queries read the state carried to the chunk before it (after it), scaled
     # from that chunk's gate to each query's own.
@@ -140,7 +151,11 @@ def causal_product(q: Tensor, k: Tensor, v: Tensor, *, log_scale: Tensor | None 
     flat_out[-1 if reverse else 0].zero_()  # the one chunk nothing was carried into
     del carried
     # Within chunks: the masked, gated C×C product, added in place.
-    scores = torch.matmul(qc, kc.transpose(-1, -2)).mul_(gate_matrix(gc, reverse))  # [..., N, C, C]
+    if gates is None:
+        gates = gate_matrix(gc, reverse)
+    elif reverse:
+        gates = gates.transpose(-1, -2)
+    scores = torch.matmul(qc, kc.transpose(-1, -2)).mul_(gates)  # [..., N, C, C]
     flat_out.baddbmm_(scores.view(-1, c, c), vc.reshape(-1, c, dim))
     del scores
     return out.flatten(-3, -2)[..., :length, :]
@@ -183,9 +198,10 @@ class _LinearAttention(torch.autograd.Function):
             # With gate c: Σ_{j≤i} (g_i·ve_j) e^{c_j − c_i} k′_j, and for keys the reversed sums with e^{c_j − c_i}
             # (log scale −c, non-decreasing backwards). The gate is a constant of the ratio: no gradient.
             c, back = ctx.chunk, None if log_scale is None else -log_scale
-            grad_q = causal_product(gu, ve, kf, log_scale=log_scale, chunk=c)
-            grad_k = causal_product(ve, gu, qf, log_scale=back, chunk=c, reverse=True)
-            grad_ve = causal_product(kf, qf, gu, log_scale=back, chunk=c, reverse=True)
+            gates = None if log_scale is None else chunk_gates(log_scale, c)
+            grad_q = causal_product(gu, ve, kf, log_scale=log_scale, chunk=c, gates=gates)
+            grad_k = causal_product(ve, gu, qf, log_scale=back, chunk=c, reverse=True, gates=gates)
+            grad_ve = causal_product(kf, qf, gu, log_scale=back, chunk=c, reverse=True, gates=gates)
         else:
             state = torch.matmul(kf.transpose(-1, -2), ve)  # [B, H, M, D+1]
             grad_q = torch.matmul(gu, state.transpose(-1, -2))
