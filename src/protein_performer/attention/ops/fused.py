@@ -82,8 +82,14 @@ class _FavorPositive(torch.autograd.Function):
         else:
             grad_state = torch.matmul(qf_.transpose(-1, -2), gu_)  # [B, H, M, D+1]
             grad_ve = torch.matmul(kf_, grad_state)
-            grad_q = torch.matmul(torch.matmul(gu_, state.transpose(-1, -2)).to(work).mul_(qf), w)
-            grad_kp = torch.matmul(ve_, grad_state.transpose(-1, -2)).to(work).mul_(kf)
+            # One [B, H, L, M] buffer serves both feature gradients: fresh large tensors cost page faults.
+            buf = torch.matmul(gu_, state.transpose(-1, -2))
+            grad_q = torch.matmul(buf.to(work).mul_(qf), w)
+            if low == work:
+                grad_kp = torch.matmul(ve_, grad_state.transpose(-1, -2), out=buf).mul_(kf)
+            else:
+                grad_kp = torch.matmul(ve_, grad_state.transpose(-1, -2)).to(work).mul_(kf)
+            del buf
         del qf, kf, qf_, kf_
         grad_k = torch.matmul(grad_kp, w)
         grad_k.sub_(k * grad_kp.sum(-1, keepdim=True).mul_(1 / math.sqrt(k.shape[-1])))
