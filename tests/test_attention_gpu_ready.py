@@ -146,3 +146,23 @@ def test_with_recompute_nothing_of_size_m_is_kept_for_backward(causal):
         grads[recompute] = torch.autograd.grad(out.sum(), (q, k, v))
     for a, b_ in zip(grads[True], grads[False]):
         assert torch.equal(a, b_)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_bf16_inputs_keep_bf16_for_backward_like_flash_attention(causal):
+    """With bf16 inputs and recompute, what backward needs is q, k, v and the output in bf16 plus two
+    float32 scalars per position: 4d·2 + 8 bytes per token and head (flash attention: 4d·2 + 4)."""
+    b, h, length, d, m = 1, 2, 256, 16, 32
+    q, k, v = (torch.randn(b, h, length, d, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    w = torch.stack([draw_projection(m, d, generator=torch.Generator().manual_seed(i)) for i in range(h)])
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = favor_attention(q, k, v, w, causal=causal, recompute=True)
+    per_token_head = sum(t.numel() * t.element_size() for t in saved if t.dim() == 4 and t.shape[-2] == length) / (b * h * length)
+    assert per_token_head <= 4 * d * 2 + 8
+    grads = torch.autograd.grad(out.float().sum(), (q, k, v))
+    inputs = [t.detach().float().requires_grad_() for t in (q, k, v)]  # the same numbers in float32
+    ref = torch.autograd.grad(favor_attention(*inputs, w, causal=causal).sum(), inputs)
+    for g, r in zip(grads, ref):
+        assert g.dtype == torch.bfloat16
+        assert (g.float() - r).norm() / r.norm() < 2e-2  # bf16 rounding of the saved output and of the result

@@ -96,10 +96,13 @@ class FeatureMap:
     def attention(self, q: Tensor, k: Tensor, v: Tensor, projection: Tensor, *, key_padding_mask: Tensor | None,
                   causal: bool, chunk: int, product_dtype: torch.dtype | None = None, fla: bool = False,
                   recompute: bool = True) -> Tensor:
-        """Normalized attention ``[B, H, L, D]`` (v already zero at padded keys); the feature products in
-        ``product_dtype`` (None: q's), causal sums through fla's Triton kernels with ``fla``. ``recompute``
+        """Normalized attention ``[B, H, L, D]`` (v already zero at padded keys), computed and returned in
+        float32 (float64 for float64 inputs); the feature products in ``product_dtype`` (None: that
+        working dtype), causal sums through fla's Triton kernels with ``fla``. ``recompute``
         is for kernels with a fused path (this generic one keeps its features for backward)."""
-        low = product_dtype or q.dtype
+        work = torch.promote_types(q.dtype, torch.float32)
+        q, k, v = q.to(work), k.to(work), v.to(work)
+        low = product_dtype or work
         qf = self.query_features(q, projection).to(low)
         kf, log_scale = self.key_features(k, projection, key_padding_mask, causal=causal)
         if fla:

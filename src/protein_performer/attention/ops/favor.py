@@ -59,7 +59,8 @@ def favor_attention(
     For the softmax kernels the output estimates ``softmax(q kᵀ/√d) v``; projection row ω gives the
     feature ``exp(ωᵀx̃ − ‖x̃‖²/2)``, x̃ = x·d^(-1/4). ``projection`` is ``[M, d]`` (shared by heads) or
     ``[H, M, d]``. Padded keys are removed from numerator and normalizer alike. Inputs in bf16/fp16 (or
-    under autocast) are computed in float32 and the result is cast back to the input dtype.
+    under autocast) are computed in float32 and the result is cast back to the input dtype; what
+    backward keeps stays in the inputs' dtype.
     ``precision`` (:data:`FEATURE_PRECISIONS`) is the dtype of the feature products, ``backend``
     (:data:`BACKENDS`) where causal sums run; bidirectional attention is two products and always torch.
     ``recompute``: backward recomputes the softmax kernel's features instead of keeping them (2·M numbers
@@ -78,9 +79,7 @@ def favor_attention(
         raise ValueError("backend 'fla' needs fla-core and triton (pip install 'protein-performer[gpu]') and a CUDA device")
     fla = causal and (backend == "fla" or (backend == "auto" and q.is_cuda and FLA_INSTALLED))
     out_dtype = q.dtype
-    with torch.autocast(q.device.type, enabled=False):
-        work = torch.promote_types(q.dtype, torch.float32)
-        q, k, v = q.to(work), k.to(work), v.to(work)
+    with torch.autocast(q.device.type, enabled=False):  # the kernels compute in float32 themselves
         if key_padding_mask is not None:
             v = v.masked_fill(key_padding_mask[:, None, :, None], 0.0)
         out = features.attention(q, k, v, projection, key_padding_mask=key_padding_mask, causal=causal, chunk=chunk_size,

@@ -42,28 +42,34 @@ def _features(q: Tensor, k: Tensor, w: Tensor, pad: Tensor | None, causal: bool)
 
 class _FavorPositive(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, q: Tensor, k: Tensor, v: Tensor, projection: Tensor, pad: Tensor | None, causal: bool, chunk: int,
-                product_dtype: torch.dtype, recompute: bool) -> Tensor:
-        w = projection.to(q.dtype) * q.shape[-1] ** -0.25  # [M, d] or [H, M, d]: the scale s folded into W
+    def forward(ctx, q_in: Tensor, k_in: Tensor, v_in: Tensor, projection: Tensor, pad: Tensor | None, causal: bool,
+                chunk: int, product_dtype: torch.dtype | None, recompute: bool) -> Tensor:
+        # Computed in float32 (float64 for float64 inputs); what backward needs is kept in the inputs' dtype,
+        # so bf16 inputs cost bf16 memory between the passes, as flash attention's do.
+        work = torch.promote_types(q_in.dtype, torch.float32)
+        q, k, v = q_in.to(work), k_in.to(work), v_in.to(work)
+        low = product_dtype or work
+        w = projection.to(work) * q.shape[-1] ** -0.25  # [M, d] or [H, M, d]: the scale s folded into W
         qf, kf, log_scale = _features(q, k, w, pad, causal)
-        qf, kf = qf.to(product_dtype), kf.to(product_dtype)
+        qf, kf = qf.to(low), kf.to(low)
         ve = with_ones(v)  # [B, H, L, D+1]: the normalizer rides along as a ones column
         state = None
         if causal:
-            u = causal_product(qf, kf, ve.to(product_dtype), log_scale=log_scale, chunk=chunk)
+            u = causal_product(qf, kf, ve.to(low), log_scale=log_scale, chunk=chunk)
         else:
-            state = torch.matmul(kf.transpose(-1, -2), ve.to(product_dtype))  # [B, H, M, D+1]
+            state = torch.matmul(kf.transpose(-1, -2), ve.to(low))  # [B, H, M, D+1]
             u = torch.matmul(qf, state)
-        out, den = normalize(u.to(q.dtype))
+        out, den = normalize(u.to(work))
         kept = (None, None) if recompute else (qf, kf)
-        ctx.save_for_backward(q, k, v, w, pad, out, den, state, log_scale, *kept)
-        ctx.causal, ctx.chunk, ctx.product_dtype = causal, chunk, product_dtype
+        ctx.save_for_backward(q_in, k_in, v_in, w, pad, out.to(q_in.dtype), den, state, log_scale, *kept)
+        ctx.causal, ctx.chunk, ctx.product_dtype = causal, chunk, low
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        q, k, v, w, pad, out, den, state, log_scale, qf, kf = ctx.saved_tensors
-        low, work = ctx.product_dtype, q.dtype
+        q_in, k_in, v_in, w, pad, out, den, state, log_scale, qf, kf = ctx.saved_tensors
+        low, work = ctx.product_dtype, w.dtype
+        q, k, v, out, grad_out = q_in.to(work), k_in.to(work), v_in.to(work), out.to(work), grad_out.to(work)
         if qf is None:
             qf, kf, _ = _features(q, k, w, pad, ctx.causal)
         else:
@@ -93,13 +99,14 @@ class _FavorPositive(torch.autograd.Function):
         del qf, kf, qf_, kf_
         grad_k = torch.matmul(grad_kp, w)
         grad_k.sub_(k * grad_kp.sum(-1, keepdim=True).mul_(1 / math.sqrt(k.shape[-1])))
-        return grad_q, grad_k, grad_ve[..., :-1].to(v.dtype), None, None, None, None, None, None
+        return grad_q.to(q_in.dtype), grad_k.to(k_in.dtype), grad_ve[..., :-1].to(v_in.dtype), None, None, None, None, None, None
 
 
 def favor_positive(q: Tensor, k: Tensor, v: Tensor, projection: Tensor, *, key_padding_mask: Tensor | None,
                    causal: bool, chunk: int, product_dtype: torch.dtype | None = None, recompute: bool = True) -> Tensor:
-    """Normalized FAVOR+ attention ``[B, H, L, D]`` for the positive softmax kernel, the feature products
-    in ``product_dtype`` (None: q's); ``recompute``: backward recomputes the features instead of keeping
-    them (2·M numbers per token and head)."""
+    """Normalized FAVOR+ attention ``[B, H, L, D]`` for the positive softmax kernel, computed in float32
+    (float64 for float64 inputs) whatever the inputs' dtype, the result in that working dtype; the
+    feature products in ``product_dtype`` (None: the working dtype); ``recompute``: backward recomputes
+    the features instead of keeping them (2·M numbers per token and head)."""
     pad = None if key_padding_mask is None else key_padding_mask[:, None, :, None]
-    return _FavorPositive.apply(q, k, v, projection, pad, causal, chunk, product_dtype or q.dtype, recompute)
+    return _FavorPositive.apply(q, k, v, projection, pad, causal, chunk, product_dtype, recompute)
