@@ -84,7 +84,8 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def _field_default(cls: type, name: str):
-    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+    field = next(f for f in dataclasses.fields(cls) if f.name == name)
+    return field.default_factory() if field.default is dataclasses.MISSING else field.default
 
 
 def _model_default(name: str) -> str:
@@ -102,7 +103,7 @@ def _train_default(name: str) -> str:
 
 
 TRAIN_EXAMPLE = """example (about 30 s on 2 CPU cores; the defaults, --seq-len 1024 --batch-size 32 --max-steps 1000,
-take about 20 minutes there with --precision fp32 and hours with bf16 on a CPU without native bf16):
+take about 20 minutes there in fp32):
   protein-performer train --out runs/quick --seq-len 128 --batch-size 8 --max-steps 50 --precision fp32"""
 
 
@@ -133,7 +134,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--lr", type=float, help=f"peak learning rate, after the warmup ({_train_default('lr')})")
     train.add_argument("--warmup-steps", type=int, help=f"steps of linear learning-rate warmup ({_train_default('warmup_steps')})")
     train.add_argument("--precision", choices=PRECISIONS,
-                       help=f"bf16 autocast or fp32; bf16 is ~20x slower on CPUs without native bf16 ({_train_default('precision')})")
+                       help=f"bf16 autocast or fp32; bf16 where the hardware computes it natively (CUDA, CPUs with AVX-512 "
+                            f"BF16 or AMX), fp32 elsewhere (here {_train_default('precision')})")
     train.add_argument("--save-every", type=int, help=f"steps between checkpoints ({_train_default('save_every')})")
     train.add_argument("--eval-every", type=int, help=f"steps between validations ({_train_default('eval_every')})")
     train.add_argument("--eval-sequences", type=int, help=f"validation samples per evaluation ({_train_default('eval_sequences')})")
