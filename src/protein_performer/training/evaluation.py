@@ -45,8 +45,11 @@ def evaluate_dataset(model: torch.nn.Module, dataset, collator, *, batch_size: i
     rounds = -(-len(starts) // dist.world_size) if lockstep else len(mine)
     log_freq = torch.tensor(frequencies).log() if frequencies is not None else None
     best = int(log_freq.argmax()) if log_freq is not None else -1
-    nll = base_nll = 0.0
-    total = correct = base_correct = 0
+    device = next(model.parameters()).device
+    # Summed on the device and read once at the end (no host sync per batch); counts from the CPU labels.
+    nll = torch.zeros((), dtype=torch.float64, device=device)
+    correct = torch.zeros((), dtype=torch.int64, device=device)
+    base_nll, total, base_correct = 0.0, 0, 0
     bar = tqdm(total=sum(min(stop, s + batch_size) - s for s in mine), unit="seq", desc="evaluate", disable=not progress,
                leave=False, dynamic_ncols=True)
     for i in range(rounds):
@@ -57,18 +60,16 @@ def evaluate_dataset(model: torch.nn.Module, dataset, collator, *, batch_size: i
         if i >= len(mine):
             continue
         bar.update(len(indices))
-        keep = labels != IGNORE_INDEX
-        target: Tensor = labels[keep]
-        nll += F.cross_entropy(logits[keep], target, reduction="sum").item()
-        correct += int((logits[keep].argmax(-1) == target).sum())
-        total += int(keep.sum())
+        nll += F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum").double()
+        correct += ((logits.argmax(-1) == labels) & (labels != IGNORE_INDEX)).sum()
+        target: Tensor = batch["labels"][batch["labels"] != IGNORE_INDEX]  # on the CPU
+        total += target.numel()
         if log_freq is not None:
-            base_nll -= log_freq[target.cpu()].sum().item()
+            base_nll -= log_freq[target].sum().item()
             base_correct += int((target == best).sum())
     bar.close()
     model.train(was_training)
-    nll, total, correct, base_nll, base_correct = dist.sum([nll, total, correct, base_nll, base_correct],
-                                                           next(model.parameters()).device)
+    nll, total, correct, base_nll, base_correct = dist.sum([float(nll), total, int(correct), base_nll, base_correct], device)
     mean = nll / max(total, 1)
     result = {"loss": mean, "accuracy": correct / max(total, 1), "perplexity": math.exp(mean), "tokens": int(total)}
     if log_freq is not None:
