@@ -48,6 +48,13 @@ def add_device(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", help="where the model runs: cpu, cuda or cuda:N (default: cuda when available, else cpu)")
 
 
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """``--device``, ``--threads`` and ``--quiet``: what every command that runs a saved model takes."""
+    add_device(parser)
+    add_threads(parser)
+    add_quiet(parser)
+
+
 def add_quiet(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar (it is off anyway when stderr is not a terminal)")
 

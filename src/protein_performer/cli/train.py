@@ -10,7 +10,7 @@ import sys
 from ..attention import KERNELS
 from ..model.config import ATTENTIONS, OBJECTIVES, POSITIONS, PRESETS, PerformerConfig
 from ..training.config import PRECISIONS, TrainConfig
-from .common import add_device, add_quiet, add_threads, attention_name, show_progress
+from .common import add_model_options, add_quiet, add_threads, attention_name, show_progress
 
 MODEL_OPTIONS = ("attention", "kernel", "objective", "dropout", "num_features", "redraw_interval", "positions")
 TRAIN_OPTIONS = ("data", "seq_len", "concat", "batch_size", "micro_batch_size", "max_steps", "lr", "warmup_steps", "save_every",
@@ -158,9 +158,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--max-sequences", type=int, help="evaluate the first N sequences only (default: all)")
     ev.add_argument("--seq-len", type=int, help="crop length (default: the run's training --seq-len)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
-    add_device(ev)
-    add_threads(ev)
-    add_quiet(ev)
+    add_model_options(ev)
 
     conv = sub.add_parser("convert", help="run a pretrained softmax Transformer (exact run, ESM-2, BERT) as a Performer",
                           epilog="example (after training runs/exact with --attention softmax; seconds):\n"

@@ -9,7 +9,7 @@ import sys
 from ..data import DATA_DIR
 from ..inference.model import DEFAULT_TOKENS_PER_BATCH, PRECISIONS
 from ..inference.probe import CONTACT_FEATURES
-from .common import add_device, add_quiet, add_threads, show_progress
+from .common import add_device, add_model_options, add_threads, show_progress
 
 PDB_SLICE = DATA_DIR / "pdb_ss_dev_slice.jsonl.gz"
 
@@ -104,9 +104,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     emb.add_argument("--tokens-per-batch", type=int, default=DEFAULT_TOKENS_PER_BATCH,
                      help="token budget of a batch (a longer sequence runs alone)")
     emb.add_argument("--precision", choices=PRECISIONS, default="fp32", help="fp32, or bf16 autocast (fast only with native bf16)")
-    add_device(emb)
-    add_threads(emb)
-    add_quiet(emb)
+    add_model_options(emb)
 
     fill = sub.add_parser("fill-mask", help="most likely residues at each <mask> of a sequence",
                           epilog='example:\n  protein-performer fill-mask --checkpoint runs/demo --sequence "MKT<mask>YIAKQR" --top-k 5')
@@ -131,9 +129,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     score.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     score.add_argument("--tokens-per-batch", type=int, default=DEFAULT_TOKENS_PER_BATCH,
                        help="token budget of a batch of masked copies of the sequence")
-    add_device(score)
-    add_threads(score)
-    add_quiet(score)
+    add_model_options(score)
 
     probe = sub.add_parser("probe", help="secondary-structure and contact probes of frozen embeddings, beside baselines",
                            epilog="example (25 s to 2.5 minutes on 2 CPU cores with the tiny demo model):\n"
@@ -148,6 +144,4 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     probe.add_argument("--max-length", type=int, default=1024, help="crop chains to this length for the contact probe")
     probe.add_argument("--tokens-per-batch", type=int, default=DEFAULT_TOKENS_PER_BATCH, help="token budget of an embedding batch")
     probe.add_argument("--json", action="store_true", help="print one JSON object")
-    add_device(probe)
-    add_threads(probe)
-    add_quiet(probe)
+    add_model_options(probe)
