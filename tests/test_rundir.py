@@ -82,3 +82,20 @@ def test_model_files_get_the_permissions_of_any_new_file(tmp_path):
         os.umask(mask)
     for name in ("model.safetensors", "config.json"):
         assert (tmp_path / "m" / name).stat().st_mode & 0o777 == 0o666 & ~0o022, name
+
+
+def test_rotary_frequencies_are_saved_and_older_checkpoints_load_with_the_standard_ones(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    from protein_performer.model.rotary import standard_frequencies
+    from protein_performer.rundir import ROTARY_FREQUENCIES
+
+    model, config = tiny_model()
+    model.rotary.inv_freq.copy_(model.rotary.inv_freq.half().float())  # a converted model's own frequencies
+    save_model(model, config, tmp_path / "m")
+    assert torch.equal(load_model(tmp_path / "m").rotary.inv_freq, model.rotary.inv_freq)
+    weights = tmp_path / "m" / "model.safetensors"
+    tensors = load_file(str(weights))
+    del tensors[ROTARY_FREQUENCIES]  # as written before the frequencies were saved
+    save_file(tensors, str(weights))
+    assert torch.equal(load_model(tmp_path / "m").rotary.inv_freq, standard_frequencies(8))

@@ -47,6 +47,9 @@ COMPANIONS = (TRAIN_CONFIG, FREQUENCIES)
 KEEP_CHECKPOINTS = 2
 # The LM head shares the token embedding's tensor: safetensors refuses shared storage, and loading re-ties it.
 TIED = "lm_head.embedding.weight"
+# Rotary frequencies are saved since conversions keep a source's own; checkpoints written before load
+# with the standard ones, which they were trained with.
+ROTARY_FREQUENCIES = "rotary.inv_freq"
 
 
 # ---- one atomic write ------------------------------------------------------------------------------
@@ -229,7 +232,7 @@ class RunDir:
             raise ValueError(f"{self.weights} does not match the model's config: {wrong[0]}"
                              + (f" (and {len(wrong) - 1} more)" if len(wrong) > 1 else ""))
         missing, unexpected = model.load_state_dict(tensors, strict=False)
-        missing = [k for k in missing if k != TIED]
+        missing = [k for k in missing if k not in (TIED, ROTARY_FREQUENCIES)]
         if missing or unexpected:
             raise ValueError(f"{self.weights} does not match its config: missing {missing[:5]}, unexpected {unexpected[:5]}")
 

@@ -17,7 +17,7 @@ from torch import Tensor
 
 from ..data import DEFAULT_ALPHABET, RESIDUE_LETTERS
 from ..model import PerformerConfig, PerformerLM
-from ..rundir import WEIGHTS, RunDir, read_json_object, read_safetensors
+from ..rundir import ROTARY_FREQUENCIES, TIED, WEIGHTS, RunDir, read_json_object, read_safetensors
 
 # Hugging Face save_pretrained weight files, in the order they are looked for (its safetensors file is
 # named as ours).
@@ -47,8 +47,8 @@ class Converted:
 
 
 def detect_format(directory: Path) -> str:
-    """``"protein-performer"`` (a run or converted model of this project), ``"esm"`` or ``"bert"``
-    (Hugging Face ``save_pretrained`` directories), from ``config.json``."""
+    """``"protein-performer"`` (a run or converted model of this project), ``"esm"``, ``"bert"`` or
+    ``"roberta"`` (Hugging Face ``save_pretrained`` directories), from ``config.json``."""
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory} is not a directory: give a model directory with config.json and weights")
     path = RunDir(directory).config  # Hugging Face names its config as we do
@@ -56,10 +56,11 @@ def detect_format(directory: Path) -> str:
         raise FileNotFoundError(f"{path} not found: give a protein-performer run or a Hugging Face save_pretrained directory")
     config = read_json_object(path)
     if "model_type" in config:
-        if config["model_type"] in ("esm", "bert"):
+        if config["model_type"] in ("esm", "bert", "roberta"):
             return config["model_type"]
-        raise ConversionError(f"{path}: model_type {config['model_type']!r} is not supported; "
-                              f"convert reads ESM-2 (EsmForMaskedLM), BERT (BertForMaskedLM) and protein-performer checkpoints")
+        raise ConversionError(f"{path}: model_type {config['model_type']!r} is not supported; convert reads ESM-2 "
+                              f"(EsmForMaskedLM, EsmForSequenceClassification, EsmModel), BERT (BertForMaskedLM), "
+                              f"RoBERTa (RobertaForMaskedLM) and protein-performer checkpoints")
     if {"d_model", "attention", "num_layers"} <= set(config):
         return "protein-performer"
     raise ConversionError(f"{path} is neither a Hugging Face config (no model_type) nor a protein-performer config")
@@ -99,17 +100,27 @@ def read_tensors(directory: Path) -> dict[str, Tensor]:
 
 
 def read_vocabulary(directory: Path, vocab: Path | None, default: tuple[str, ...] | None) -> list[str]:
-    """The source's tokens, index = id: ``vocab`` (one token per line), else ``directory/vocab.txt``,
-    else ``default`` (a format's standard alphabet, when it has one)."""
-    path = vocab if vocab is not None else directory / "vocab.txt"
-    if path.is_file():
-        return [line.strip() for line in path.read_text().splitlines() if line.strip()]
+    """The source's tokens, index = id: ``vocab``, else ``directory/vocab.txt``, else
+    ``directory/vocab.json`` (RoBERTa's: token → id), else ``default`` (a format's standard alphabet,
+    when it has one). A ``.txt`` vocabulary has one token per line."""
+    candidates = [vocab] if vocab is not None else [directory / "vocab.txt", directory / "vocab.json"]
+    for path in candidates:
+        if path.is_file():
+            return _json_vocabulary(path) if path.suffix == ".json" else \
+                [line.strip() for line in path.read_text().splitlines() if line.strip()]
     if vocab is not None:
         raise FileNotFoundError(f"{vocab} not found")
     if default is None:
-        raise FileNotFoundError(f"no vocab.txt in {directory}: give the source's vocabulary with `vocab` FILE "
+        raise FileNotFoundError(f"no vocab.txt or vocab.json in {directory}: give the source's vocabulary with `vocab` FILE "
                                 f"(one token per line)")
     return list(default)
+
+
+def _json_vocabulary(path: Path) -> list[str]:
+    ids = read_json_object(path)
+    if sorted(ids.values()) != list(range(len(ids))):
+        raise ConversionError(f"{path} does not map its tokens to the ids 0 to {len(ids) - 1} once each")
+    return sorted(ids, key=ids.__getitem__)
 
 
 def vocabulary_rows(source_tokens: list[str]) -> tuple[list[int], list[str]]:
@@ -159,6 +170,10 @@ class SourceTensors:
         self.used.add(name)
         return self.tensors[name].float()
 
+    def ignore(self, name: str) -> None:
+        """Count ``name`` as accounted for without using it (the caller says why, in a note)."""
+        self.used.add(name)
+
     def linear(self, source: str, target: str) -> dict[str, Tensor]:
         """``source.weight``/``.bias`` (a Linear or LayerNorm) as ``target.weight``/``.bias``."""
         return {f"{target}.weight": self(f"{source}.weight"), f"{target}.bias": self(f"{source}.bias")}
@@ -181,7 +196,7 @@ class SourceTensors:
         return [f"not used (not part of the masked LM): {', '.join(g + '.*' for g in groups)}"] if groups else []
 
 
-_BUFFERS = ("inv_freq", "position_ids")  # recomputed buffers some versions save
+_BUFFERS = ("position_ids",)  # a buffer some versions save: 0, 1, 2, ...
 # LayerNorm parameters under their TensorFlow names, as some checkpoints (and transformers 5's
 # save_pretrained of ESM) store them; transformers reads both.
 _LEGACY_NAMES = {"gamma": "weight", "beta": "bias"}
@@ -202,9 +217,8 @@ def tied_decoder(weights: SourceTensors, decoder: str, embedding: Tensor) -> Non
 def build_model(converted: Converted, seed: int) -> PerformerLM:
     """A :class:`PerformerLM` with the converted tensors; FAVOR projections drawn from ``seed``."""
     model = PerformerLM(converted.config)
-    expected = {k: v for k, v in model.state_dict().items()
-                if not k.endswith(".attn.projection") and k != "lm_head.embedding.weight"}
-    missing = sorted(set(expected) - set(converted.tensors))
+    expected = {k: v for k, v in model.state_dict().items() if not k.endswith(".attn.projection") and k != TIED}
+    missing = sorted(set(expected) - set(converted.tensors) - {ROTARY_FREQUENCIES})
     unexpected = sorted(set(converted.tensors) - set(expected))
     if missing or unexpected:
         raise ConversionError(f"converted tensors do not fit the model: missing {missing[:3]}, unexpected {unexpected[:3]}")

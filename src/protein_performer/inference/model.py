@@ -277,7 +277,7 @@ class ProteinLanguageModel(nn.Module):
         for batch in length_batches([len(r) - 2 for r in rows], tokens_per_batch):
             tokens = self.alphabet.pad([rows[i] for i in batch])[0].to(self.device)
             with _autocast(precision, self.device):
-                out = self.model(tokens, repr_layers=resolved)["representations"]
+                out = self.model(tokens, repr_layers=resolved, logits=False)["representations"]
             for b, i in enumerate(batch):
                 length = len(rows[i]) - 2
                 # clone: a slice would keep the whole padded batch alive

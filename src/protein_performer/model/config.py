@@ -46,6 +46,7 @@ class PerformerConfig:
     final_norm: bool = True  # a LayerNorm after the last block (pre-LN models)
     activation: str = "gelu"  # feed-forward and LM-head transform: "gelu" (erf), "gelu_tanh", "relu"
     token_dropout: bool = False  # ESM-2: <mask> embeddings zeroed, the rest scaled by 0.88 / (1 - masked share)
+    lm_head: bool = True  # False: an encoder without the language-model head (converted classifiers): embeddings only
 
     def __post_init__(self) -> None:
         for f in dataclasses.fields(self):  # every field is an int, float, str or bool (JSON may say otherwise)

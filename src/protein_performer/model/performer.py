@@ -88,6 +88,14 @@ class LMHead(nn.Module):
         return F.linear(self.norm(self.activation(self.dense(x))), self.embedding.weight, self.bias)
 
 
+NO_HEAD = ("this model has no language-model head (it was converted from an encoder or classifier): it gives "
+           "embeddings (`embed`, `probe`); `score`, `fill-mask`, `evaluate` and training need a masked LM")
+
+
+class NoLanguageModelHead(ValueError):
+    """Logits asked of a model converted without its language-model head."""
+
+
 class PerformerLM(nn.Module):
     def __init__(self, config: PerformerConfig):
         super().__init__()
@@ -99,7 +107,7 @@ class PerformerLM(nn.Module):
         self.dropout = nn.Dropout(config.dropout)
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.num_layers))
         self.final_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if config.final_norm else None
-        self.lm_head = LMHead(config, self.embed_tokens)
+        self.lm_head = LMHead(config, self.embed_tokens) if config.lm_head else None
         self.apply(self._init_weights)
 
     @staticmethod
@@ -146,10 +154,14 @@ class PerformerLM(nn.Module):
             x = block(x, mask, self.rotary)
             yield x, mask
 
-    def forward(self, tokens: Tensor, padding_mask: Tensor | None = None, repr_layers: tuple[int, ...] = ()) -> dict:
+    def forward(self, tokens: Tensor, padding_mask: Tensor | None = None, repr_layers: tuple[int, ...] = (), *,
+                logits: bool = True) -> dict:
         """tokens ``[B, L]``; padding_mask bool ``[B, L]`` (True at padding; derived from ``pad_idx``
         when None). Returns ``{"logits": [B, L, V], "representations": {layer: [B, L, E]}}``; layer 0
-        is the embedding output, layer ``num_layers`` the final (normed) hidden state."""
+        is the embedding output, layer ``num_layers`` the final (normed) hidden state. ``logits=False``:
+        representations only (``"logits"`` is None), the one call a model without an LM head answers."""
+        if logits and self.lm_head is None:
+            raise NoLanguageModelHead(NO_HEAD)
         representations = {}
         for i, (x, _) in enumerate(self._hidden_states(tokens, padding_mask)):
             if i in repr_layers and i != self.config.num_layers:
@@ -158,7 +170,7 @@ class PerformerLM(nn.Module):
             x = self.final_norm(x)
         if self.config.num_layers in repr_layers:
             representations[self.config.num_layers] = x
-        return {"logits": self.lm_head(x), "representations": representations}
+        return {"logits": self.lm_head(x) if logits else None, "representations": representations}
 
     @torch.no_grad()
     def attention_inputs(self, tokens: Tensor, padding_mask: Tensor | None = None

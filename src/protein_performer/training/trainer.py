@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from ..data import DEFAULT_ALPHABET, IGNORE_INDEX, EncodedCorpus
 from ..model import PerformerConfig, PerformerLM
+from ..model.performer import NO_HEAD, NoLanguageModelHead
 from ..rundir import RunDir, RunLock
 from ..seeding import derived_seed, seeded_generator
 from .config import TrainConfig
@@ -94,6 +95,8 @@ class Trainer:
         if model_config.vocab_size < len(DEFAULT_ALPHABET):
             raise ValueError(f"invalid model config: vocab_size {model_config.vocab_size} is smaller than the alphabet's "
                              f"{len(DEFAULT_ALPHABET)} tokens")
+        if not model_config.lm_head:
+            raise NoLanguageModelHead(f"{init_weights or run_dir}: {NO_HEAD}")
         self.run, self.config, self.tc = RunDir(run_dir), model_config, train_config
         self.dist, self.fsdp = dist or Distributed(), fsdp
         self.batch_slice = rank_slice(train_config.batch_size, self.dist.rank, self.dist.world_size)
