@@ -36,6 +36,7 @@ WEIGHTS = "model.safetensors"
 TRAIN_CONFIG = "train_config.json"
 FREQUENCIES = "frequencies.json"
 METRICS = "metrics.jsonl"
+DISTILLATION = "distillation.jsonl"  # how a converted model was distilled (convert --distill)
 CURVES = "training_curves.png"
 TENSORBOARD = "tensorboard"
 CHECKPOINTS = "checkpoints"
@@ -173,6 +174,7 @@ class RunDir:
     train_config = property(lambda self: self.path / TRAIN_CONFIG)
     frequencies = property(lambda self: self.path / FREQUENCIES)
     metrics = property(lambda self: self.path / METRICS)
+    distillation = property(lambda self: self.path / DISTILLATION)
     curves = property(lambda self: self.path / CURVES)
     tensorboard = property(lambda self: self.path / TENSORBOARD)
     checkpoints = property(lambda self: self.path / CHECKPOINTS)
@@ -289,9 +291,10 @@ class RunDir:
                 history.append(record)
         return history
 
-    def write_metrics(self, history: list[dict]) -> None:
-        """Rewritten whole, so that a resumed run never shows a step twice."""
-        atomic_write(self.metrics, "".join(json.dumps(r) + "\n" for r in history))
+    def write_metrics(self, history: list[dict], *, distillation: bool = False) -> None:
+        """Rewritten whole, so that a resumed run never shows a step twice; ``distillation``: the
+        history of ``convert --distill`` instead of training's."""
+        atomic_write(self.distillation if distillation else self.metrics, "".join(json.dumps(r) + "\n" for r in history))
 
     def copy_companions(self, source: RunDir) -> None:
         """The files beyond the weights that ``source`` has (training settings, frequencies)."""
