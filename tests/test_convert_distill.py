@@ -30,7 +30,7 @@ def source(tmp_path_factory):
 
 def settings(fasta, **changes) -> DistillSettings:
     return DistillSettings(**{**dict(steps=30, seq_len=64, batch_size=8, lr=2e-3, warmup_steps=5, eval_every=15,
-                                     eval_sequences=8, data=str(fasta)), **changes})
+                                     eval_sequences=8, eval_seq_len=64, data=str(fasta)), **changes})
 
 
 def test_batches_show_clean_and_masked_rows_of_the_same_proteins():

@@ -11,7 +11,7 @@ state after every layer, and its output distribution where the model has a langu
 - Data: crops of ``seq_len`` tokens from the corpus's train split; half of each batch as it is
   (embeddings are taken of unmasked proteins), half with 15% of residues as ``<mask>`` (what variant
   scoring and fill-mask show the model).
-- Measured every ``eval_every`` steps on the test split (first crops, fixed masks): the mean
+- Measured every ``eval_every`` steps on the test split (first crops of ``eval_seq_len``, fixed masks): the mean
   per-residue cosine between the student's and the teacher's final hidden states (unmasked input),
   and, with a head, the top-1 agreement and KL at the masked positions.
 - AdamW, linear warmup then linear decay to zero; a fixed seed fixes the data, masks and result.
@@ -45,15 +45,16 @@ class DistillSettings:
     warmup_steps: int = 20
     eval_every: int = 0  # 0: ten evaluations over the run
     eval_sequences: int = 64
+    eval_seq_len: int = 256  # the held-out crops, the same whatever the training crops
     data: str | None = None  # FASTA (plain or .gz); None: the embedded corpus
     seed: int = 0
 
     def __post_init__(self) -> None:
         # Named as the convert command's options are (`distill` STEPS, `distill_seq_len`, ...).
-        for name in ("steps", "seq_len", "batch_size", "eval_sequences"):
+        for name in ("steps", "seq_len", "batch_size", "eval_sequences", "eval_seq_len"):
             if getattr(self, name) < 1:
                 raise ValueError(f"`{OPTION_NAMES.get(name, name)}` must be positive, got {getattr(self, name)}")
-        if self.seq_len < 3:
+        if min(self.seq_len, self.eval_seq_len) < 3:
             raise ValueError(f"`distill_seq_len` must be at least 3 (<cls>, a residue, <eos>), got {self.seq_len}")
         if not self.lr > 0:
             raise ValueError(f"`distill_lr` must be positive, got {self.lr}")
@@ -135,7 +136,7 @@ def evaluation_batches(corpus: EncodedCorpus, settings: DistillSettings) -> list
     if not len(test):
         raise ValueError(f"{settings.data}: none of its proteins falls in the test split (by hash, 2.5%), which "
                          f"distillation is measured on: give a larger FASTA")
-    data = SingleSequenceDataset(test.subset(range(min(settings.eval_sequences, len(test)))), settings.seq_len,
+    data = SingleSequenceDataset(test.subset(range(min(settings.eval_sequences, len(test)))), settings.eval_seq_len,
                                  train=False, seed=settings.seed)
     indices = list(range(len(data)))
     return [make_batch([data[i] for i in chunk], [data.generator_for(i) for i in chunk], mask_rows="all")
