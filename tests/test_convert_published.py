@@ -123,6 +123,8 @@ def test_esm_without_its_head_converts_for_embeddings_only(tmp_path, capsys, kin
         assert code == 2 and len(err.strip().splitlines()) == 1 and "no language-model head" in err, err
     fasta = tmp_path / "one.fasta"
     fasta.write_text("".join(f">p{i}\n{SEQUENCE}\n" for i in range(4)))
+    code, err = run_cli(capsys, "embed", "--checkpoint", str(tmp_path / "out"), "--fasta", str(fasta), "--out", str(tmp_path / "e.h5"))
+    assert code == 0 and (tmp_path / "e.h5").stat().st_size > 0, err
     code, err = run_cli(capsys, "train", "--init-from", str(tmp_path / "out"), "--data", str(fasta), "--out", str(tmp_path / "t"))
     assert code == 2 and "no language-model head" in err, err
 

@@ -174,6 +174,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     add_model_options(ev)
 
+    add_convert_parser(sub)
+
+
+def add_convert_parser(sub: argparse._SubParsersAction) -> None:
     conv = sub.add_parser("convert", help="run a pretrained softmax Transformer (exact run, ESM-2, BERT) as a Performer",
                           epilog="example (after training runs/exact with --attention softmax; seconds):\n"
                                  "  protein-performer convert --checkpoint runs/exact --out runs/exact-favor --num-features 64\n"

@@ -143,6 +143,21 @@ def evaluation_batches(corpus: EncodedCorpus, settings: DistillSettings) -> list
             for chunk in (indices[j : j + 8] for j in range(0, len(indices), 8))]
 
 
+def warmup_then_decay(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """Linear warmup over ``warmup`` steps, then linear decay to zero at ``total``."""
+    def factor(step: int) -> float:
+        return (step + 1) / warmup if step < warmup else max(total - step, 0) / max(total - warmup, 1)
+
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def describe(row: dict) -> str:
+    """One history row as the line ``convert --distill`` prints."""
+    extra = f", top-1 agreement {row['top1_agreement']:.3f}, KL {row['kl']:.4f}" if "kl" in row else ""
+    loss = f"loss {row['loss']:.4f}, " if row["loss"] is not None else ""
+    return f"step {row['step']}: {loss}cosine to the exact model {row['cosine']:.4f}{extra} ({row['seconds']:.0f} s)"
+
+
 def distill(student: PerformerLM, teacher: PerformerLM, settings: DistillSettings, *, progress: bool = False,
             log: Callable[[str], None] | None = None) -> list[dict]:
     """Trains ``student`` in place toward ``teacher`` (frozen); returns the history, one row per
@@ -156,12 +171,8 @@ def distill(student: PerformerLM, teacher: PerformerLM, settings: DistillSetting
     teacher.eval().requires_grad_(False)
     torch.manual_seed(settings.seed)
     optimizer = torch.optim.AdamW(student.parameters(), lr=settings.lr, weight_decay=0.0)
-    warmup, total = settings.warmup_steps, settings.steps
-
-    def factor(step: int) -> float:
-        return (step + 1) / warmup if step < warmup else max(total - step, 0) / max(total - warmup, 1)
-
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    total = settings.steps
+    schedule = warmup_then_decay(optimizer, settings.warmup_steps, total)
     history, seconds, tokens, losses = [], 0.0, 0, []
 
     def evaluate(step: int) -> None:
@@ -172,9 +183,7 @@ def distill(student: PerformerLM, teacher: PerformerLM, settings: DistillSetting
         history.append(row)
         losses.clear()
         if log is not None:
-            extra = f", top-1 agreement {row['top1_agreement']:.3f}, KL {row['kl']:.4f}" if "kl" in row else ""
-            loss = f"loss {row['loss']:.4f}, " if row["loss"] is not None else ""
-            log(f"step {step}: {loss}cosine to the exact model {row['cosine']:.4f}{extra} ({seconds:.0f} s)")
+            log(describe(row))
 
     evaluate(0)
     bar = tqdm(total=total, unit="step", disable=not progress, dynamic_ncols=True, desc="distill")
