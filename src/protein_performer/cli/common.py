@@ -76,4 +76,6 @@ def attention_name(attention: str, kernel: str, num_features: int) -> str:
     """How a model's attention is announced: "exact softmax attention" or "FAVOR attention (softmax kernel, M = 64)"."""
     if attention == "favor":
         return f"FAVOR attention ({kernel} kernel, M = {num_features})"
+    if attention == "none":
+        return "no attention (the no-context control)"
     return f"exact {attention} attention"

@@ -7,6 +7,7 @@ import dataclasses
 import json
 import sys
 
+from ..attention import ATTENTIONS as ATTENTION_LAYERS
 from ..attention import KERNELS
 from ..convert.distill import DistillSettings
 from ..errors import UserError
@@ -129,7 +130,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--preset", choices=list(PRESETS), help="model size (default: tiny)")
     train.add_argument("--config", help="model config JSON (a PerformerConfig) instead of --preset (default: none)")
     train.add_argument("--attention", choices=ATTENTIONS,
-                       help=f"favor: FAVOR (Performer); softmax: exact attention, the Transformer baseline ({_model_default('attention')})")
+                       help=f"favor: FAVOR (Performer); softmax: exact attention, the Transformer baseline; none: no attention, "
+                            f"the no-context control ({_model_default('attention')})")
     train.add_argument("--kernel", choices=KERNELS, help=f"FAVOR kernel ({_model_default('kernel')})")
     train.add_argument("--objective", choices=OBJECTIVES,
                        help=f"mlm: masked language model; causal: next token ({_model_default('objective')})")
@@ -188,7 +190,7 @@ def add_convert_parser(sub: argparse._SubParsersAction) -> None:
                       help="protein-performer run, or Hugging Face EsmForMaskedLM / BertForMaskedLM save_pretrained directory "
                            "(--from: the same)")
     conv.add_argument("--out", required=True, help="directory for the converted config.json + model.safetensors")
-    conv.add_argument("--attention", choices=ATTENTIONS, default="favor", help="attention of the converted model")
+    conv.add_argument("--attention", choices=tuple(ATTENTION_LAYERS), default="favor", help="attention of the converted model")
     conv.add_argument("--kernel", choices=KERNELS, help=f"FAVOR kernel (default: the source's, or {_field_default(PerformerConfig, 'kernel')})")
     conv.add_argument("--num-features", type=int,
                       help=f"FAVOR random features M per head (default: the source's, or {_field_default(PerformerConfig, 'num_features')})")

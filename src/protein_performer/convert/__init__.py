@@ -81,6 +81,8 @@ def convert_model(source: str | Path, out: str | Path, *, attention: str = "favo
         raise ConversionError(f"`out` {out} is a file: give a directory for the converted model")
     if not overwrite and out.is_dir() and any(out.iterdir()):
         raise ConversionError(f"`out` {out} already holds files: give a new or empty directory (or delete it first)")
+    if attention not in ("favor", "softmax"):
+        raise ConversionError(f"`attention` must be 'favor' or 'softmax' for a conversion, got {attention!r}")
     if distillation is not None and attention != "favor":
         raise ConversionError("`distill` trains a FAVOR conversion toward the exact one: use it with attention 'favor' "
                               "(the exact conversion already equals the source)")

@@ -10,7 +10,9 @@ from pathlib import Path
 from ..attention import ATTENTIONS as ATTENTION_LAYERS
 from ..attention import FEATURE_MAPS, FEATURE_PRECISIONS, KERNELS
 
-ATTENTIONS = tuple(ATTENTION_LAYERS)  # "favor" (Performer), "softmax" (exact: the Transformer baseline)
+# "favor" (Performer), "softmax" (exact: the Transformer baseline), "none" (no attention at all: the
+# no-context control, each position sees only its own token and position).
+ATTENTIONS = (*ATTENTION_LAYERS, "none")
 POSITIONS = ("rotary", "learned")
 OBJECTIVES = ("mlm", "causal")
 NORM_POSITIONS = ("pre", "post")
@@ -26,7 +28,7 @@ class PerformerConfig:
     num_heads: int = 4
     d_ff: int = 512
     dropout: float = 0.1
-    attention: str = "favor"  # "favor" (Performer) or "softmax" (exact: the Transformer baseline)
+    attention: str = "favor"  # "favor" (Performer), "softmax" (exact: the Transformer baseline) or "none" (control)
     kernel: str = "softmax"  # FAVOR kernel, see protein_performer.attention.KERNELS
     num_features: int = 256  # M, random features per head
     orthogonal: bool = True
@@ -84,7 +86,8 @@ class PerformerConfig:
         """Numbers the model holds, parameters and FAVOR projections (``num_features × d_model`` per
         layer): what its memory is made of, known before anything is allocated."""
         e, f, v, n = self.d_model, self.d_ff, self.vocab_size, self.num_layers
-        block = 4 * e * e + 4 * e + 2 * e * f + f + e + 4 * e + (self.num_features * e if self.attention == "favor" else 0)
+        attention = 0 if self.attention == "none" else 4 * e * e + 4 * e + 2 * e
+        block = attention + 2 * e * f + f + e + 2 * e + (self.num_features * e if self.attention == "favor" else 0)
         embeddings = v * e + (self.max_len * e if self.positions == "learned" else 0) + (2 * e if self.embed_norm else 0)
         return embeddings + n * block + (e * e + 3 * e + v) + (2 * e if self.final_norm else 0)
 

@@ -50,13 +50,15 @@ class FeedForward(nn.Module):
 
 class Block(nn.Module):
     """Residual block. Pre-LayerNorm (default): ``x + attn(LN(x))``, then ``x + ff(LN(x))``;
-    post-LayerNorm (BERT): ``LN(x + attn(x))``, then ``LN(x + ff(x))``."""
+    post-LayerNorm (BERT): ``LN(x + attn(x))``, then ``LN(x + ff(x))``. With attention "none" the
+    attention sublayer is absent (no parameters): ``x + ff(LN(x))`` only."""
 
     def __init__(self, config: PerformerConfig):
         super().__init__()
         self.post_norm = config.norm_position == "post"
-        self.attn_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
-        self.attn = make_attention(config)
+        attends = config.attention != "none"
+        self.attn_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps) if attends else None
+        self.attn = make_attention(config) if attends else None
         self.ff_norm = nn.LayerNorm(config.d_model, eps=config.layer_norm_eps)
         self.ff = FeedForward(config)
 
@@ -64,6 +66,8 @@ class Block(nn.Module):
         return x if self.post_norm else self.attn_norm(x)
 
     def forward(self, x: Tensor, padding_mask: Tensor | None, rotary: Rotary | None) -> Tensor:
+        if self.attn is None:
+            return self.ff_norm(x + self.ff(x)) if self.post_norm else x + self.ff(self.ff_norm(x))
         attended = self.attn(self.attention_input(x), key_padding_mask=padding_mask, qk_transform=rotary)
         if self.post_norm:
             x = self.attn_norm(x + attended)
@@ -180,6 +184,9 @@ class PerformerLM(nn.Module):
         Analyses ask the module about its matrix (``attention_matrix``, ``attention_window``,
         ``received_attention``) without knowing its kind. Attention itself runs only inside the
         blocks, so memory stays linear in L."""
+        if self.config.attention == "none":
+            raise ValueError("this model has no attention (attention 'none', the no-context control): "
+                             "there are no attention maps or queries and keys to analyze")
         for block, (x, mask) in zip(self.blocks, self._hidden_states(tokens, padding_mask)):
             q, k = block.attn.queries_keys(block.attention_input(x), self.rotary)
             yield block.attn, q, k, mask
