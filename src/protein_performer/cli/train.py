@@ -12,12 +12,12 @@ from ..attention import KERNELS
 from ..convert.distill import DistillSettings
 from ..errors import UserError
 from ..model.config import ATTENTIONS, OBJECTIVES, POSITIONS, PRESETS, PerformerConfig
-from ..training.config import PRECISIONS, TrainConfig
+from ..training.config import LR_SCHEDULES, PRECISIONS, TrainConfig
 from .common import add_model_options, add_quiet, add_threads, attention_name, show_progress
 
 MODEL_OPTIONS = ("attention", "kernel", "objective", "dropout", "num_features", "redraw_interval", "positions")
-TRAIN_OPTIONS = ("data", "seq_len", "concat", "batch_size", "micro_batch_size", "max_steps", "lr", "warmup_steps", "save_every",
-                 "eval_every", "eval_sequences", "seed", "precision")
+TRAIN_OPTIONS = ("data", "seq_len", "concat", "batch_size", "micro_batch_size", "max_steps", "lr", "warmup_steps", "lr_schedule",
+                 "min_lr_ratio", "save_every", "eval_every", "eval_sequences", "seed", "precision")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -149,6 +149,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--max-steps", type=int, help=f"optimizer steps to train for ({_train_default('max_steps')})")
     train.add_argument("--lr", type=float, help=f"peak learning rate, after the warmup ({_train_default('lr')})")
     train.add_argument("--warmup-steps", type=int, help=f"steps of linear learning-rate warmup ({_train_default('warmup_steps')})")
+    train.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                       help=f"after the warmup: constant, or a linear / cosine decay to --min-lr-ratio × --lr at --max-steps "
+                            f"({_train_default('lr_schedule')})")
+    train.add_argument("--min-lr-ratio", type=float, help=f"the decay's final learning rate over the peak ({_train_default('min_lr_ratio')})")
     train.add_argument("--precision", choices=PRECISIONS,
                        help=f"bf16 autocast or fp32; bf16 where the hardware computes it natively (CUDA, CPUs with AVX-512 "
                             f"BF16 or AMX), fp32 elsewhere (here {_train_default('precision')})")

@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from functools import partial
 
 import torch
 from torch import Tensor
@@ -29,6 +30,7 @@ from torch.nn import functional as F
 
 from ..data import DEFAULT_ALPHABET, DEFAULT_CORPUS_PATH, IGNORE_INDEX, EncodedCorpus, MaskedLMCollator, SingleSequenceDataset
 from ..model import PerformerLM
+from ..training.config import schedule_factor
 
 RESIDUES = torch.tensor(DEFAULT_ALPHABET.residue_idx)
 OPTION_NAMES = {"steps": "distill", "seq_len": "distill_seq_len", "batch_size": "distill_batch_size", "lr": "distill_lr"}
@@ -144,11 +146,9 @@ def evaluation_batches(corpus: EncodedCorpus, settings: DistillSettings) -> list
 
 
 def warmup_then_decay(optimizer: torch.optim.Optimizer, warmup: int, total: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warmup over ``warmup`` steps, then linear decay to zero at ``total``."""
-    def factor(step: int) -> float:
-        return (step + 1) / warmup if step < warmup else max(total - step, 0) / max(total - warmup, 1)
-
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    """Linear warmup over ``warmup`` steps, then linear decay to zero at ``total`` (training's schedule)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, partial(schedule_factor, warmup_steps=warmup, max_steps=total,
+                                                                schedule="linear", final_ratio=0.0))
 
 
 def describe(row: dict) -> str:

@@ -15,6 +15,19 @@ import torch
 from ..data import DEFAULT_CORPUS_PATH
 
 PRECISIONS = ("bf16", "fp32")
+LR_SCHEDULES = ("constant", "linear", "cosine")
+
+
+def schedule_factor(step: int, *, warmup_steps: int, max_steps: int, schedule: str, final_ratio: float) -> float:
+    """The learning rate of optimizer step ``step`` (0-based) as a fraction of the peak: a linear warmup
+    over ``warmup_steps``, then constant, or a linear or cosine decay reaching ``final_ratio`` at ``max_steps``."""
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    progress = min(max((step - warmup_steps) / max(max_steps - warmup_steps, 1), 0.0), 1.0)
+    shape = 1.0 - progress if schedule == "linear" else 0.5 * (1.0 + math.cos(math.pi * progress))
+    return final_ratio + (1.0 - final_ratio) * shape
 
 
 def native_bf16() -> bool:
@@ -42,6 +55,8 @@ class TrainConfig:
     max_steps: int = 1000
     lr: float = 1e-3
     warmup_steps: int = 100
+    lr_schedule: str = "constant"  # after the warmup: "constant", or a "linear" / "cosine" decay to min_lr_ratio × lr
+    min_lr_ratio: float = 0.1
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.98
@@ -65,11 +80,21 @@ class TrainConfig:
             raise ValueError(f"invalid training setting: `lr` must be a finite number, 0 or more, got {self.lr!r}")
         if not isinstance(self.seed, int) or not 0 <= self.seed < 2**63:
             raise ValueError(f"invalid training setting: `seed` must be an integer from 0 to 2**63 - 1, got {self.seed!r}")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"invalid training setting: `lr_schedule` must be one of {', '.join(LR_SCHEDULES)}, "
+                             f"got {self.lr_schedule!r}")
+        if not (isinstance(self.min_lr_ratio, (int, float)) and 0 <= self.min_lr_ratio <= 1):
+            raise ValueError(f"invalid training setting: `min_lr_ratio` must be from 0 to 1, got {self.min_lr_ratio!r}")
         if self.precision not in PRECISIONS:
             raise ValueError(f"invalid training setting: `precision` must be bf16 or fp32, got {self.precision!r}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+    def lr_at(self, step: int) -> float:
+        """The learning rate of optimizer step ``step`` (0-based)."""
+        return self.lr * schedule_factor(step, warmup_steps=self.warmup_steps, max_steps=self.max_steps,
+                                         schedule=self.lr_schedule, final_ratio=self.min_lr_ratio)
 
     @classmethod
     def from_dict(cls, values: dict, *, source: str | Path = "training settings") -> TrainConfig:

@@ -107,7 +107,11 @@ def _settings(run: RunDir, checkpoint: RunDir | None, *, resume: bool, init_from
         tc = TrainConfig.from_dict(recorded.read_train_config(), source=recorded.train_config)
         _check_resumed(tc, model_config, recorded, train_options=train_options, model_options=model_options,
                        others={"preset": preset_name, "config": config})
-        if "max_steps" in train_options:
+        if train_options.get("max_steps") not in (None, tc.max_steps):
+            if tc.lr_schedule != "constant":
+                raise ValueError(f"`max_steps` {train_options['max_steps']} differs from the run's {tc.max_steps}: its "
+                                 f"{tc.lr_schedule} learning-rate decay ends there ({recorded.train_config}), so it cannot "
+                                 f"be moved on resume; start a new run (e.g. `init_from` this one)")
             tc.max_steps = train_options["max_steps"]
         return model_config, tc
     if "data" in train_options:  # recorded whole, so that a resume from another folder finds it

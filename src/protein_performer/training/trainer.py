@@ -70,10 +70,6 @@ class TrainingDiverged(ValueError):
     """A non-finite loss, gradient or weight: training stops before it is applied or saved."""
 
 
-def warmup_factor(step: int, warmup_steps: int) -> float:
-    return min(1.0, (step + 1) / warmup_steps) if warmup_steps > 0 else 1.0
-
-
 class Trainer:
     """Trains a :class:`PerformerLM` on a corpus; see the module docstring for what fixes each step.
 
@@ -229,7 +225,7 @@ class Trainer:
             self.model.redraw_projections(seeded_generator(tc.seed, "redraw", step))
             self.dist.check_identical(self._projections(), "random projections")
         for group in self.optimizer.param_groups:
-            group["lr"] = tc.lr * warmup_factor(step, tc.warmup_steps)
+            group["lr"] = tc.lr_at(step)
         lo, hi = self.batch_slice
         micro = []
         for start in range(lo, hi, tc.micro_batch_size):
