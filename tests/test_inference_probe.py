@@ -135,3 +135,52 @@ def test_probe_progress_is_on_stderr_and_changes_no_number(model_dir, capsys, mo
     assert shown == quiet  # bit for bit
     for phase in ("probe: embed", "probe: secondary structure", "probe: contacts"):
         assert phase in err
+
+
+def per_letter_majority(rows: list[dict], reduce=lambda s: s) -> float:
+    """Test accuracy of predicting, for each amino acid, the class most frequent for it in the train chains."""
+    by_letter: dict[str, Counter] = {}
+    for r in rows:
+        if is_train(r["id"]):
+            for a, s in zip(r["sequence"], r["dssp8"], strict=True):
+                by_letter.setdefault(a, Counter())[reduce(s)] += 1
+    overall = Counter(reduce(s) for r in rows if is_train(r["id"]) for s in r["dssp8"]).most_common(1)[0][0]
+    right = total = 0
+    for r in rows:
+        if not is_train(r["id"]):
+            for a, s in zip(r["sequence"], r["dssp8"], strict=True):
+                guess = by_letter[a].most_common(1)[0][0] if a in by_letter else overall
+                right, total = right + (guess == reduce(s)), total + 1
+    return right / total
+
+
+def separation_baseline(rows: list[dict], crop: int) -> float:
+    precisions = []
+    for r in rows:
+        if is_train(r["id"]):
+            continue
+        ca = np.array(r["ca_centi_angstrom"][:crop]) / 100
+        n = len(ca)
+        far = sorted(((i, j) for i in range(n) for j in range(i + 24, n)), key=lambda p: (p[1] - p[0], p[0]))
+        if far:
+            top = far[: max(1, n // 5)]
+            precisions.append(np.mean([np.linalg.norm(ca[i] - ca[j]) < 8 for i, j in top]))
+    return float(np.mean(precisions))
+
+
+def test_fair_baselines_identity_window_and_separation(rows):
+    from protein_performer.inference.probe import DSSP8, DSSP8_TO_3, SS3, identity_baselines, separation_prior
+
+    chains = read_chains(SLICE)
+    train_rows = [k for k, c in enumerate(chains) if is_train(c.id)]
+    test_rows = [k for k, c in enumerate(chains) if not is_train(c.id)]
+    labels8 = [torch.tensor([DSSP8.index(s) for s in c.dssp8]) for c in chains]
+    to3 = torch.tensor([SS3.index(DSSP8_TO_3[s]) for s in DSSP8])
+    result = identity_baselines(chains, train_rows, test_rows, labels8, to3)
+    # A linear probe on one-hot identities predicts each letter's most frequent class (up to near-ties).
+    assert result["q3_identity"] == pytest.approx(per_letter_majority(rows, Q3.get), abs=0.01)
+    assert result["q8_identity"] == pytest.approx(per_letter_majority(rows), abs=0.01)
+    # Neighbours carry local structure propensity: the window beats the residue alone, and both the majority class.
+    assert result["q3_window"] > result["q3_identity"] > majority_baseline(rows, Q3.get)
+    assert separation_prior(chains, test_rows, 1024) == pytest.approx(separation_baseline(rows, 1024))
+    assert separation_prior(chains, test_rows, 1024) > contact_baseline(rows, 1024)  # close pairs touch more often

@@ -81,10 +81,12 @@ def run_probe(args: argparse.Namespace) -> int:
     print(f"{result['chains_train']} train / {result['chains_test']} test chains "
           f"({result['residues_train']:,} / {result['residues_test']:,} residues), layer {result['layer']}")
     label = f"contacts, top-L/5 |i-j|>=24 ({result['contact_features']})"
-    print(f"{'':46}{'model':>8}{'baseline':>10}")
-    print(f"{'secondary structure Q3':46}{result['q3']:>8.4f}{result['q3_baseline']:>10.4f}")
-    print(f"{'secondary structure Q8':46}{result['q8']:>8.4f}{result['q8_baseline']:>10.4f}")
-    print(f"{label:46}{result['contact_precision']:>8.4f}{result['contact_baseline']:>10.4f}")
+    print(f"{'':46}{'model':>8}{'majority':>10}{'residue':>10}{'±7 window':>11}")
+    for n in ("3", "8"):
+        print(f"{'secondary structure Q' + n:46}{result['q' + n]:>8.4f}{result['q' + n + '_baseline']:>10.4f}"
+              f"{result['q' + n + '_identity']:>10.4f}{result['q' + n + '_window']:>11.4f}")
+    print(f"{'':46}{'model':>8}{'random':>10}{'closest':>10}")
+    print(f"{label:46}{result['contact_precision']:>8.4f}{result['contact_baseline']:>10.4f}{result['contact_separation']:>10.4f}")
     return 0
 
 

@@ -9,13 +9,16 @@ The data is ``pdb_ss_dev.jsonl.gz``'s format: one JSON object per chain with ``i
 - Secondary structure: a linear probe (multinomial logistic regression on standardized per-residue
   embeddings of one layer, full-batch L-BFGS, a little weight decay: deterministic) trained on the
   train chains' residues, accuracy on the test chains' residues. Q3 merges H,G,I → H; E,B → E;
-  T,S,C → C. Baseline: always the train chains' most frequent class.
+  T,S,C → C. Baselines: always the train chains' most frequent class; and two fair ones, the same
+  probe on the residue's identity alone (one-hot) and on the identities of a window of ±7 residues
+  (what a model needs no context to know, and what local sequence alone gives).
 - Contacts: Cα–Cα distance < 8 Å. Features per residue pair: the attention maps of all layers × heads,
   symmetrized and APC-corrected (ESM's contact head), or (``contact_features="embedding"``) the
   elementwise product of the two residues' standardized embeddings. A logistic regression is trained
   on sampled pairs with ``|i − j| ≥ 6`` of the train chains; reported is the mean over test chains of
   the precision of its top-L/5 pairs with ``|i − j| ≥ 24``. Baseline: the mean over test chains of the
-  fraction of ``|i − j| ≥ 24`` pairs in contact (a random ranking's expected precision). Chains longer
+  fraction of ``|i − j| ≥ 24`` pairs in contact (a random ranking's expected precision), and the
+  sequence-separation prior (the L/5 closest pairs with ``|i − j| ≥ 24`` ranked first). Chains longer
   than ``max_length`` are cropped to their first ``max_length`` residues for this part only (attention
   maps are L × L).
 """
@@ -32,7 +35,7 @@ from torch import Tensor
 from torch.nn import functional as F
 from tqdm import tqdm
 
-from ..data import DEFAULT_ALPHABET, split_bucket
+from ..data import DEFAULT_ALPHABET, STANDARD_AMINO_ACIDS, split_bucket
 from ..data.jsonlines import read_json_lines
 from .model import DEFAULT_TOKENS_PER_BATCH, ProteinLanguageModel
 
@@ -44,6 +47,7 @@ CONTACT_ANGSTROM = 8.0
 TRAIN_MIN_SEPARATION = 6
 LONG_RANGE = 24
 CONTACT_FEATURES = ("attention", "embedding")
+IDENTITY_WINDOW = 7  # residues on each side for the window baseline
 
 
 @dataclass
@@ -128,6 +132,41 @@ def _accuracy_and_baseline(train_x: Tensor, train_y: Tensor, test_x: Tensor, tes
     return accuracy, float((test_y == majority).double().mean())
 
 
+def identity_features(sequence: str, window: int) -> Tensor:
+    """One-hot residue identities ``[L, (2·window + 1)·21]``: each residue's and its neighbours' within
+    ``window`` (20 standard amino acids + one column for anything else, or for beyond the chain end)."""
+    letters = {a: i for i, a in enumerate(STANDARD_AMINO_ACIDS)}
+    ids = torch.tensor([letters.get(c, 20) for c in sequence])
+    padded = F.pad(ids, (window, window), value=20)
+    columns = [F.one_hot(padded[k : k + len(sequence)], 21) for k in range(2 * window + 1)]
+    return torch.cat(columns, dim=-1).double()
+
+
+def identity_baselines(chains: Sequence[Chain], train_rows: Sequence[int], test_rows: Sequence[int],
+                       labels8: list[Tensor], to3: Tensor) -> dict:
+    """Q3/Q8 of the linear probe on residue identities alone and on a ±:data:`IDENTITY_WINDOW` window."""
+    out = {}
+    train_8, test_8 = torch.cat([labels8[k] for k in train_rows]), torch.cat([labels8[k] for k in test_rows])
+    for name, window in (("identity", 0), ("window", IDENTITY_WINDOW)):
+        features = [identity_features(c.sequence, window) for c in chains]
+        train_x, test_x = torch.cat([features[k] for k in train_rows]), torch.cat([features[k] for k in test_rows])
+        out[f"q8_{name}"] = _accuracy_and_baseline(train_x, train_8, test_x, test_8, len(DSSP8))[0]
+        out[f"q3_{name}"] = _accuracy_and_baseline(train_x, to3[train_8], test_x, to3[test_8], len(SS3))[0]
+    return out
+
+
+def separation_prior(chains: Sequence[Chain], test_rows: Sequence[int], max_length: int) -> float:
+    """Mean over test chains of the precision of the L/5 closest pairs with ``|i − j| ≥ 24``."""
+    precisions = []
+    for row in test_rows:
+        length = min(len(chains[row]), max_length)
+        i, j = _pairs(length, LONG_RANGE)
+        if len(i):
+            top = np.argsort(j - i, kind="stable")[: max(1, length // 5)]
+            precisions.append(float(chains[row].contacts(length)[i[top], j[top]].mean()))
+    return float(np.mean(precisions)) if precisions else float("nan")
+
+
 # ---- contacts --------------------------------------------------------------------------------------
 def apc(x: Tensor) -> Tensor:
     """Average product correction over the last two axes ``[..., L, L]`` (as in ESM's contact head)."""
@@ -208,8 +247,9 @@ def run_probes(
 ) -> dict:
     """Secondary-structure and contact probes of a frozen model (see the module docstring).
 
-    Returns ``q3``, ``q8``, ``q3_baseline``, ``q8_baseline``, ``contact_precision``,
-    ``contact_baseline``, ``chains_train``, ``chains_test``, ``residues_train``, ``residues_test`` and
+    Returns ``q3``, ``q8``, ``q3_baseline``, ``q8_baseline`` (majority class), ``q3_identity``,
+    ``q8_identity``, ``q3_window``, ``q8_window`` (identity probes), ``contact_precision``,
+    ``contact_baseline`` (random ranking), ``contact_separation`` (separation prior), ``chains_train``, ``chains_test``, ``residues_train``, ``residues_test`` and
     the settings used. ``progress``: bars of chains on stderr (embedding, then contacts)."""
     if contact_features not in CONTACT_FEATURES:
         raise ValueError(f"contact features must be one of {CONTACT_FEATURES}, got {contact_features!r}")
@@ -253,7 +293,9 @@ def run_probes(
                                           progress)
     return {
         "q3": q3, "q8": q8, "q3_baseline": q3_baseline, "q8_baseline": q8_baseline,
+        **identity_baselines(chains, train_rows, test_rows, labels8, to3),
         "contact_precision": precision, "contact_baseline": baseline,
+        "contact_separation": separation_prior(chains, test_rows, max_length),
         "chains_train": len(train_rows), "chains_test": len(test_rows),
         "residues_train": len(train_8), "residues_test": len(test_8),
         "layer": absolute_layer, "contact_features": contact_features, "max_length": max_length,
