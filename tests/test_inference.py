@@ -148,7 +148,8 @@ def test_score_equals_manual_masked_marginals(model_dir):
     assert scores[1] == pytest.approx(expected[1], abs=1e-5)
     assert scores[3] == pytest.approx(expected[2], abs=1e-5)
     assert scores[2] == pytest.approx(float(scores[0] + scores[1]), abs=1e-9)  # multi-mutant = sum of its sites
-    assert plm.score_mutations(SEQ, ["A4A"])[0] == 0.0
+    with pytest.raises(MutationError, match=r"A4A: the mutant letter is the wild type.s, so it changes nothing"):
+        plm.score_mutations(SEQ, ["A4A"])
 
 
 def test_score_errors(model_dir):

@@ -7,7 +7,7 @@ import json
 import sys
 
 from ..data import DATA_DIR
-from ..inference.model import DEFAULT_TOKENS_PER_BATCH, PRECISIONS
+from ..inference.model import DEFAULT_TOKENS_PER_BATCH, PRECISIONS, SCORING_METHODS
 from ..inference.probe import CONTACT_FEATURES
 from .common import add_device, add_model_options, add_threads, show_progress
 
@@ -37,30 +37,55 @@ def run_fill_mask(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wild_type(args: argparse.Namespace) -> str:
+    """``--sequence``, or the one record of ``--fasta``."""
+    if args.sequence is not None:
+        return args.sequence
+    from ..data import read_fasta
+
+    records = list(read_fasta(args.fasta))
+    if len(records) != 1:
+        raise ValueError(f"{args.fasta} holds {len(records)} records: --fasta takes the one wild-type sequence")
+    return records[0].sequence
+
+
 def run_score(args: argparse.Namespace) -> int:
     from ..inference import load, score_variants
     from ..rundir import atomic_write, output_file
 
     if not (args.mutations or args.mutations_csv or args.pseudo_perplexity):
         raise ValueError("nothing to score: give --mutations A23G,L45P, --mutations-csv FILE or --pseudo-perplexity")
+    if args.label_column and not args.mutations_csv:
+        raise ValueError("--label-column names a column of --mutations-csv: give the CSV")
     out = output_file(args.out, overwrite=args.overwrite, inputs=(args.mutations_csv, args.checkpoint)) if args.out else None
+    sequence = _wild_type(args)
     plm = load(args.checkpoint, args.device)
     variants = None
     if args.mutations or args.mutations_csv:
-        variants = score_variants(plm, args.sequence, mutations=args.mutations, mutations_csv=args.mutations_csv, progress=show_progress(args),
-                                  tokens_per_batch=args.tokens_per_batch)
+        variants = score_variants(plm, sequence, mutations=args.mutations, mutations_csv=args.mutations_csv, method=args.method,
+                                  progress=show_progress(args), tokens_per_batch=args.tokens_per_batch)
     else:
-        plm.tokenize(args.sequence)
-    pppl = (plm.pseudo_perplexity(args.sequence, tokens_per_batch=args.tokens_per_batch, progress=show_progress(args))
+        plm.tokenize(sequence)
+    correlation = variants.spearman(args.label_column, args.mutations_csv) if args.label_column else None
+    pppl = (plm.pseudo_perplexity(sequence, tokens_per_batch=args.tokens_per_batch, progress=show_progress(args))
             if args.pseudo_perplexity else None)
+    csv_on_stdout = variants is not None and out is None and not args.json
     if variants is not None:
-        if out is None:
-            variants.write_csv(sys.stdout)
-        else:
+        if out is not None:
             atomic_write(out, lambda tmp: _write_csv(variants, tmp))
+        elif csv_on_stdout:
+            variants.write_csv(sys.stdout)
+    if args.json:
+        print(json.dumps({"method": args.method, "variants": len(variants.rows) if variants else 0,
+                          **(correlation or {}), **({"pseudo_perplexity": pppl} if pppl is not None else {})}))
+        return 0
+    # beside a CSV on stdout, the summaries go to stderr so that the CSV stays clean
+    summary = sys.stderr if csv_on_stdout else sys.stdout
+    if correlation is not None:
+        print(f"Spearman rho against {correlation['label_column']}: {correlation['spearman']:.4f} "
+              f"(n = {correlation['n']}, {args.method})", file=summary)
     if pppl is not None:
-        # beside a CSV on stdout, the pseudo-perplexity goes to stderr so that the CSV stays clean
-        print(f"pseudo-perplexity: {pppl:.4f}", file=sys.stderr if variants is not None and out is None else sys.stdout)
+        print(f"pseudo-perplexity: {pppl:.4f}", file=summary)
     return 0
 
 
@@ -118,14 +143,28 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_device(fill)
     add_threads(fill)
 
-    score = sub.add_parser("score", help="masked-marginal variant scores log p(mutant) - log p(wild type); pseudo-perplexity",
-                           epilog="example:\n  protein-performer score --checkpoint runs/demo --sequence MKTAYIAKQR --mutations K2A,K2A:Q9P")
+    score = sub.add_parser("score", help="variant scores log p(mutant) - log p(wild type), Spearman against experiments; "
+                                         "pseudo-perplexity",
+                           epilog="examples:\n  protein-performer score --checkpoint runs/demo --sequence MKTAYIAKQR --mutations K2A,K2A:Q9P\n"
+                                  "  protein-performer score --checkpoint runs/demo --fasta UBIQ_YEAST.fasta "
+                                  "--mutations-csv UBIQ_YEAST.csv --label-column score --out ubiq.csv")
     score.set_defaults(func=run_score, parser=score)
     score.add_argument("--checkpoint", required=True, help="model directory")
-    score.add_argument("--sequence", required=True, help="wild-type sequence")
+    wild = score.add_mutually_exclusive_group(required=True)
+    wild.add_argument("--sequence", help="wild-type sequence (default: none: give it or --fasta)")
+    wild.add_argument("--fasta", help="FASTA file holding the one wild-type sequence (default: none: give it or --sequence)")
     which = score.add_mutually_exclusive_group()
     which.add_argument("--mutations", help="comma-separated, 1-based, e.g. A23G,L45P,A23G:L45P (':' joins a multi-mutant) (default: none)")
-    which.add_argument("--mutations-csv", help="CSV file with a 'mutant' column (fair-esm convention) (default: none)")
+    which.add_argument("--mutations-csv", help="CSV file with a 'mutant' column (ProteinGym / fair-esm convention); its other "
+                                               "columns are kept, the model's written beside them as 'score' (or "
+                                               "'model_score' when 'score' is taken) (default: none)")
+    score.add_argument("--method", choices=SCORING_METHODS, default="masked-marginal",
+                       help="ESM-1v's scores: masked-marginal (a forward pass per mutated site), wt-marginal (one pass), "
+                            "pseudo-likelihood (L passes per variant); multi-mutants add their sites (default: %(default)s)")
+    score.add_argument("--label-column", help="a column of --mutations-csv with measured values: print Spearman's rho "
+                                              "against it (default: none)")
+    score.add_argument("--json", action="store_true", help="print one JSON object (method, variants, spearman, n) instead "
+                                                           "of the CSV (write that with --out)")
     score.add_argument("--pseudo-perplexity", action="store_true", help="also print the sequence's pseudo-perplexity")
     score.add_argument("--out", help="write the scores CSV here, never over an existing file (default: stdout)")
     score.add_argument("--overwrite", action="store_true", help="replace an existing --out")

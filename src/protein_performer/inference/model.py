@@ -38,6 +38,7 @@ from ..model import PerformerConfig, PerformerLM
 from .mutations import Mutant, parse_mutant
 
 DEFAULT_TOKENS_PER_BATCH = 16384
+SCORING_METHODS = ("masked-marginal", "wt-marginal", "pseudo-likelihood")  # ESM-1v's names
 PRECISIONS = ("fp32", "bf16")
 
 
@@ -227,13 +228,22 @@ class ProteinLanguageModel(nn.Module):
         return F.log_softmax(logits[:, self._standard.to(logits.device)], dim=-1).cpu()
 
     @torch.no_grad()
-    def score_mutations(self, sequence: str, mutants: Sequence[Mutant | str], *, tokens_per_batch: int = DEFAULT_TOKENS_PER_BATCH,
-                        precision: str = "fp32", progress: bool = False) -> Tensor:
-        """Masked-marginal variant scores ``[N]`` (Meier et al. 2021, fair-esm's ``masked-marginals``):
-        ``Σ_sites log p(mutant) − log p(wild type)``, each site masked in the wild-type sequence. One
-        forward pass per distinct mutated position; ``"A23G"``, ``"A23G:L45P"`` or :class:`Mutant`.
+    def score_mutations(self, sequence: str, mutants: Sequence[Mutant | str], *, method: str = "masked-marginal",
+                        tokens_per_batch: int = DEFAULT_TOKENS_PER_BATCH, precision: str = "fp32",
+                        progress: bool = False) -> Tensor:
+        """Variant scores ``[N]`` by ESM-1v's definitions (Meier et al. 2021); ``"A23G"``,
+        ``"A23G:L45P"`` or :class:`Mutant`; a multi-mutant scores the sum of its sites (additive).
+
+        - ``masked-marginal``: ``Σ_sites log p(mutant) − log p(wild type)``, each site masked in the
+          wild-type sequence: one forward pass per distinct mutated position, never per variant.
+        - ``wt-marginal``: the same from one unmasked forward pass of the wild type, for all variants.
+        - ``pseudo-likelihood``: ``PLL(mutant sequence) − PLL(wild type)``, ``PLL = Σ_i log p(x_i | x_−i)``
+          with each residue masked in turn: L forward passes per variant (slow; exact for multi-mutants).
+
         A wild-type letter that does not match the sequence raises
         :class:`~protein_performer.inference.mutations.MutationError`."""
+        if method not in SCORING_METHODS:
+            raise ValueError(f"`method` must be one of {', '.join(SCORING_METHODS)}, got {method!r}")
         self.tokenize(sequence)  # invalid letters first: they are the clearer error
         parsed = [m if isinstance(m, Mutant) else parse_mutant(m) for m in mutants]
         for mutant in parsed:
@@ -241,13 +251,28 @@ class ProteinLanguageModel(nn.Module):
         positions = sorted({s.index for m in parsed for s in m.substitutions})
         if not positions:
             return torch.zeros(0)
-        log_probs = self.masked_log_probs(sequence, positions, tokens_per_batch=tokens_per_batch, precision=precision,
-                                          progress=progress)
+        if method == "pseudo-likelihood":
+            reference = self._pseudo_log_likelihood(sequence, tokens_per_batch, precision)
+            return torch.tensor([self._pseudo_log_likelihood(m.apply(sequence), tokens_per_batch, precision) - reference
+                                 for m in parsed], dtype=torch.float64)
+        if method == "wt-marginal":
+            log_probs = self.residue_log_probs(sequence, precision=precision)[positions]
+        else:
+            log_probs = self.masked_log_probs(sequence, positions, tokens_per_batch=tokens_per_batch, precision=precision,
+                                              progress=progress)
         row = {p: i for i, p in enumerate(positions)}
         column = {a: i for i, a in enumerate(STANDARD_AMINO_ACIDS)}
         site = {(p, a): float(log_probs[i, column[a]]) for p, i in row.items() for a in STANDARD_AMINO_ACIDS}
         scores = [sum(site[s.index, s.mutant] - site[s.index, s.wild_type] for s in m.substitutions) for m in parsed]
         return torch.tensor(scores, dtype=torch.float64)
+
+    def _pseudo_log_likelihood(self, sequence: str, tokens_per_batch: int, precision: str) -> float:
+        """``Σ_i log p(x_i | x_−i)`` over the residues, each masked in turn."""
+        column = {a: i for i, a in enumerate(STANDARD_AMINO_ACIDS)}
+        log_probs = self.masked_log_probs(sequence, list(range(len(sequence))), tokens_per_batch=tokens_per_batch,
+                                          precision=precision)
+        # A letter outside the 20 (X, ...) is the same in the wild type and every variant: left out of both sums.
+        return float(sum(log_probs[i, column[a]] for i, a in enumerate(sequence.upper()) if a in column))
 
     @torch.no_grad()
     def pseudo_perplexity(self, sequence: str, *, tokens_per_batch: int = DEFAULT_TOKENS_PER_BATCH,

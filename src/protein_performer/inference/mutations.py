@@ -80,6 +80,9 @@ def parse_substitution(text: str) -> Substitution:
                                 f"{STANDARD_AMINO_ACIDS}")
     if position < 1:
         raise MutationError(f"{text}: positions are 1-based, {position} is not a position")
+    if wild_type == mutant:
+        raise MutationError(f"{text}: the mutant letter is the wild type's, so it changes nothing (its score would be 0 by "
+                            f"definition): remove it")
     return Substitution(wild_type, position, mutant)
 
 
@@ -127,7 +130,7 @@ def read_mutations_csv(path: str | os.PathLike, column: str = "mutant",
     repeated = sorted({name for name in reader.fieldnames if reader.fieldnames.count(name) > 1})
     if repeated:
         raise MutationError(f"{path}, line 1: the header names column {repeated[0]!r} twice: give each column its own name")
-    rows, mutants = [], []
+    rows, mutants, first_line = [], [], {}
     for row in reader:
         extra, missing = row.get(None) or [], sum(value is None for value in row.values())
         if extra or missing:  # DictReader files surplus fields under None and fills missing ones with None
@@ -137,45 +140,72 @@ def read_mutations_csv(path: str | os.PathLike, column: str = "mutant",
             mutant = parse_mutant(row[column] or "")
             if sequence is not None:
                 mutant.check(sequence)
-            mutants.append(mutant)
         except MutationError as err:
             raise MutationError(f"{path}, line {reader.line_num}: {err}") from None
+        key = tuple(sorted(mutant.substitutions, key=lambda s: s.position))
+        if key in first_line:
+            raise MutationError(f"{path}, line {reader.line_num}: {mutant} is already on line {first_line[key]}: "
+                                f"remove the duplicate row")
+        first_line[key] = reader.line_num
+        mutants.append(mutant)
         rows.append(row)
     if not rows:
         raise MutationError(f"{path}: no mutations (the file has a header but no rows)")
     return rows, mutants
 
 
+SCORE_COLUMNS = ("score", "model_score")  # the model's column: the first name the input does not use
+
+
 @dataclass
 class VariantScores:
     """Variants of one wild type with their scores: the input rows (every column kept) and one score
-    per row, written back as a CSV with a ``score`` column added."""
+    per row, written back as a CSV with the model's column (``score``, or ``model_score`` when the input
+    has a ``score`` column, e.g. measured fitness) added."""
 
     fields: list[str]
     rows: list[dict[str, str]]
     scores: list[float]
+    column: str = "score"
 
     def write_csv(self, handle: TextIO) -> None:
-        writer = csv.DictWriter(handle, fieldnames=[*self.fields, "score"], lineterminator="\n")
+        writer = csv.DictWriter(handle, fieldnames=[*self.fields, self.column], lineterminator="\n")
         writer.writeheader()
         for row, score in zip(self.rows, self.scores):
-            writer.writerow({**row, "score": f"{score:.6f}"})
+            writer.writerow({**row, self.column: f"{score:.6f}"})
+
+    def spearman(self, label_column: str, source: str | os.PathLike) -> dict:
+        """Spearman's ρ between the model's scores and the numbers of ``label_column`` (``n`` rows)."""
+        from scipy.stats import spearmanr
+
+        if label_column not in self.fields:
+            raise MutationError(f"{source}: no {label_column!r} column to compare with (found {', '.join(self.fields)})")
+        labels = []
+        for line, row in enumerate(self.rows, start=2):
+            try:
+                labels.append(float(row[label_column]))
+            except ValueError:
+                raise MutationError(f"{source}, line {line}: {label_column} {row[label_column]!r} is not a number") from None
+        if len(labels) < 2 or len(set(labels)) < 2:
+            raise MutationError(f"{source}: Spearman's rho needs at least two different {label_column} values")
+        return {"spearman": float(spearmanr(self.scores, labels).statistic), "n": len(labels), "label_column": label_column}
 
 
 def score_variants(plm, sequence: str, *, mutations: str | None = None, mutations_csv: str | os.PathLike | None = None,
-                   tokens_per_batch: int, progress: bool = False) -> VariantScores:
-    """Masked-marginal scores of ``mutations`` (``"A23G,L45P,A23G:L45P"``) or of the ``mutant`` column of
-    ``mutations_csv`` against ``sequence``, with ``plm`` (a
-    :class:`~protein_performer.inference.ProteinLanguageModel`). The sequence is checked first, then
-    every mutant, before any scoring."""
+                   method: str = "masked-marginal", tokens_per_batch: int, progress: bool = False) -> VariantScores:
+    """Scores (``method``, see :meth:`~protein_performer.inference.ProteinLanguageModel.score_mutations`)
+    of ``mutations`` (``"A23G,L45P,A23G:L45P"``) or of the ``mutant`` column of ``mutations_csv`` against
+    ``sequence``, with ``plm`` (a :class:`~protein_performer.inference.ProteinLanguageModel`). The
+    sequence is checked first, then every mutant, before any scoring."""
     plm.tokenize(sequence)  # an invalid letter is reported before any mutation
     if mutations_csv is not None:
         rows, mutants = read_mutations_csv(mutations_csv, sequence=sequence.strip().upper())
         fields = list(rows[0].keys())
-        if "score" in fields:
-            raise MutationError(f"{mutations_csv} already has a 'score' column: rename it")
+        free = [name for name in SCORE_COLUMNS if name not in fields]
+        if not free:
+            raise MutationError(f"{mutations_csv} already has columns {' and '.join(SCORE_COLUMNS)}: rename one of them")
     else:
         mutants = parse_mutations(mutations or "")
-        rows, fields = [{"mutant": str(m)} for m in mutants], ["mutant"]
-    scores = plm.score_mutations(sequence, mutants, tokens_per_batch=tokens_per_batch, progress=progress)
-    return VariantScores(fields, rows, scores.tolist())
+        rows, fields, free = [{"mutant": str(m)} for m in mutants], ["mutant"], list(SCORE_COLUMNS)
+    scores = plm.score_mutations(sequence, mutants, method=method, tokens_per_batch=tokens_per_batch, progress=progress)
+    return VariantScores(fields, rows, scores.tolist(), free[0])
