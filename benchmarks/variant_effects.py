@@ -1,0 +1,154 @@
+"""Zero-shot variant effects against real experiments: Spearman ρ per protein and method for given
+models, beside two model-free baselines, with variants scored per second on this machine.
+
+    python benchmarks/variant_effects.py --checkpoint runs/demo [--checkpoint DIR ...] \
+        [--data ../shared/data/dms_dev] [--methods masked-marginal wt-marginal] [--update-docs]
+
+``--data``: a folder of ProteinGym-style pairs ``NAME.fasta`` (the wild type) and ``NAME.csv``
+(``mutant`` and ``score``, higher = fitter); the default is the workspace's three development sets
+(GPL-3.0 data: read there, never copied into the repository). Baselines: BLOSUM62(wild type →
+mutant) (Biopython's matrix), and the frequency-only score log p_freq(mutant) − log p_freq(wild type)
+with the embedded corpus's training-split amino-acid frequencies (what a model that learned nothing
+but composition would say). Multi-mutants add their sites for all of them. Writes ``OUT/results.json``;
+``--update-docs`` rewrites the section between the ``variant-effects`` markers in docs/results.md and
+the figure docs/figures/variant_effects_cpu.png (with its JSON beside it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS, FIGURE = ROOT / "docs" / "results.md", ROOT / "docs" / "figures" / "variant_effects_cpu.png"
+BEGIN, END = "<!-- variant-effects:begin (written by benchmarks/variant_effects.py) -->", "<!-- variant-effects:end -->"
+
+
+def datasets(folder: Path) -> dict[str, tuple[str, Path]]:
+    """``{name: (wild-type sequence, csv path)}`` for every ``NAME.csv`` with a ``NAME.fasta`` beside it."""
+    from protein_performer.data import read_fasta
+
+    found = {}
+    for csv_path in sorted(folder.glob("*.csv")):
+        fasta = csv_path.with_suffix(".fasta")
+        if fasta.is_file():
+            found[csv_path.stem] = (next(iter(read_fasta(fasta))).sequence, csv_path)
+    if not found:
+        raise SystemExit(f"{folder} has no NAME.csv + NAME.fasta pairs")
+    return found
+
+
+def baseline_scores(sequence: str, csv_path: Path) -> dict[str, list[float]]:
+    from Bio.Align import substitution_matrices
+
+    from protein_performer.data import DEFAULT_ALPHABET, DEFAULT_CORPUS_PATH, EncodedCorpus
+    from protein_performer.inference.mutations import read_mutations_csv
+    from protein_performer.training.objective import amino_acid_frequencies
+
+    blosum = substitution_matrices.load("BLOSUM62")
+    frequencies = amino_acid_frequencies(EncodedCorpus.from_file(DEFAULT_CORPUS_PATH).select("train"), with_eos=False)
+    log_p = {a: math.log(frequencies[DEFAULT_ALPHABET.token_to_idx(a)]) for a in "ACDEFGHIKLMNPQRSTVWY"}
+    _, mutants = read_mutations_csv(csv_path, sequence=sequence)
+    return {"BLOSUM62": [float(sum(blosum[s.wild_type][s.mutant] for s in m.substitutions)) for m in mutants],
+            "frequency only": [sum(log_p[s.mutant] - log_p[s.wild_type] for s in m.substitutions) for m in mutants]}
+
+
+def measure(checkpoints: list[Path], folder: Path, methods: list[str]) -> dict:
+    from scipy.stats import spearmanr
+
+    from protein_performer.inference import load, score_variants
+    from protein_performer.inference.mutations import read_mutations_csv
+
+    result = {"datasets": {}, "rows": []}
+    for name, (sequence, csv_path) in datasets(folder).items():
+        rows, _ = read_mutations_csv(csv_path, sequence=sequence)
+        labels = [float(r["score"]) for r in rows]
+        result["datasets"][name] = {"length": len(sequence), "variants": len(rows)}
+        for scorer, scores in baseline_scores(sequence, csv_path).items():
+            result["rows"].append({"dataset": name, "model": scorer, "method": "", "spearman": spearmanr(scores, labels).statistic,
+                                   "variants_per_second": None})
+        for checkpoint in checkpoints:
+            plm = load(checkpoint, "cpu")
+            for method in methods:
+                start = time.perf_counter()
+                scored = score_variants(plm, sequence, mutations_csv=csv_path, method=method, tokens_per_batch=16384)
+                seconds = time.perf_counter() - start
+                rho = scored.spearman("score", csv_path)["spearman"]
+                result["rows"].append({"dataset": name, "model": checkpoint.name, "method": method, "spearman": rho,
+                                       "variants_per_second": len(rows) / seconds})
+                print(f"{name} {checkpoint.name} {method}: rho {rho:.3f} ({len(rows) / seconds:,.0f} variants/s)", flush=True)
+    return result
+
+
+def section(result: dict) -> str:
+    names = list(result["datasets"])
+    lines = ["| scorer | method | " + " | ".join(f"{n} ({result['datasets'][n]['variants']:,} variants)" for n in names)
+             + " | mean ρ | variants/s (mean) |", "|---|---|" + "---|" * (len(names) + 2)]
+    scorers = list(dict.fromkeys((r["model"], r["method"]) for r in result["rows"]))
+    for model, method in scorers:
+        cells = {r["dataset"]: r for r in result["rows"] if (r["model"], r["method"]) == (model, method)}
+        rhos = [cells[n]["spearman"] for n in names]
+        speeds = [cells[n]["variants_per_second"] for n in names if cells[n]["variants_per_second"]]
+        speed = f"{sum(speeds) / len(speeds):,.0f}" if speeds else "–"
+        lines.append(f"| {model} | {method or '–'} | " + " | ".join(f"{rho:+.3f}" for rho in rhos)
+                     + f" | {sum(rhos) / len(rhos):+.3f} | {speed} |")
+    lines.append("")
+    lines.append("![Spearman rho per protein and scorer](figures/variant_effects_cpu.png)")
+    return "\n".join(lines)
+
+
+def figure(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    names = list(result["datasets"])
+    scorers = list(dict.fromkeys((r["model"], r["method"]) for r in result["rows"]))
+    fig, ax = plt.subplots(figsize=(8, 3.8))
+    width = 0.8 / len(scorers)
+    for k, (model, method) in enumerate(scorers):
+        rho = {r["dataset"]: r["spearman"] for r in result["rows"] if (r["model"], r["method"]) == (model, method)}
+        ax.bar([i + k * width for i in range(len(names))], [rho[n] for n in names], width,
+               label=f"{model} {method}".strip())
+    ax.axhline(0, color="black", linewidth=0.8)
+    ax.set_xticks([i + 0.4 - width / 2 for i in range(len(names))], names)
+    ax.set(ylabel="Spearman ρ against measured fitness", title="zero-shot variant effects")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def update_docs(result: dict, docs: Path = DOCS, figure_path: Path = FIGURE) -> None:
+    text = docs.read_text()
+    if BEGIN not in text or END not in text:
+        raise SystemExit(f"{docs} has no {BEGIN} ... {END} section to rewrite")
+    head, rest = text.split(BEGIN, 1)
+    docs.write_text(f"{head}{BEGIN}\n{section(result)}\n{END}{rest.split(END, 1)[1]}")
+    figure(result, figure_path)
+    figure_path.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint", type=Path, action="append", default=[], help="a model to score with (repeatable)")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "dms_dev")
+    parser.add_argument("--methods", nargs="+", default=["masked-marginal", "wt-marginal"])
+    parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "variant_effects")
+    parser.add_argument("--update-docs", action="store_true")
+    args = parser.parse_args()
+    result = measure(args.checkpoint, args.data, args.methods)
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(section(result))
+    if args.update_docs:
+        update_docs(result)
+
+
+if __name__ == "__main__":
+    main()
