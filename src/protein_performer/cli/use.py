@@ -143,6 +143,25 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     add_device(fill)
     add_threads(fill)
 
+    add_score_parser(sub)
+
+    probe = sub.add_parser("probe", help="secondary-structure and contact probes of frozen embeddings, beside baselines",
+                           epilog="example (25 s to 2.5 minutes on 2 CPU cores with the tiny demo model):\n"
+                                  "  protein-performer probe --checkpoint runs/demo")
+    probe.set_defaults(func=run_probe, parser=probe)
+    probe.add_argument("--checkpoint", required=True, help="model directory")
+    probe.add_argument("--data", default=str(PDB_SLICE),
+                       help="JSON lines of PDB chains (id, sequence, dssp8, ca_centi_angstrom); default: the embedded 60-chain slice")
+    probe.add_argument("--layer", type=int, default=-1, help="layer of the secondary-structure probe (default: -1, the final)")
+    probe.add_argument("--contact-features", choices=CONTACT_FEATURES, default="attention",
+                       help="contact probe's features per residue pair: attention maps, or products of embeddings")
+    probe.add_argument("--max-length", type=int, default=1024, help="crop chains to this length for the contact probe")
+    probe.add_argument("--tokens-per-batch", type=int, default=DEFAULT_TOKENS_PER_BATCH, help="token budget of an embedding batch")
+    probe.add_argument("--json", action="store_true", help="print one JSON object")
+    add_model_options(probe)
+
+
+def add_score_parser(sub: argparse._SubParsersAction) -> None:
     score = sub.add_parser("score", help="variant scores log p(mutant) - log p(wild type), Spearman against experiments; "
                                          "pseudo-perplexity",
                            epilog="examples:\n  protein-performer score --checkpoint runs/demo --sequence MKTAYIAKQR --mutations K2A,K2A:Q9P\n"
@@ -171,18 +190,3 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     score.add_argument("--tokens-per-batch", type=int, default=DEFAULT_TOKENS_PER_BATCH,
                        help="token budget of a batch of masked copies of the sequence")
     add_model_options(score)
-
-    probe = sub.add_parser("probe", help="secondary-structure and contact probes of frozen embeddings, beside baselines",
-                           epilog="example (25 s to 2.5 minutes on 2 CPU cores with the tiny demo model):\n"
-                                  "  protein-performer probe --checkpoint runs/demo")
-    probe.set_defaults(func=run_probe, parser=probe)
-    probe.add_argument("--checkpoint", required=True, help="model directory")
-    probe.add_argument("--data", default=str(PDB_SLICE),
-                       help="JSON lines of PDB chains (id, sequence, dssp8, ca_centi_angstrom); default: the embedded 60-chain slice")
-    probe.add_argument("--layer", type=int, default=-1, help="layer of the secondary-structure probe (default: -1, the final)")
-    probe.add_argument("--contact-features", choices=CONTACT_FEATURES, default="attention",
-                       help="contact probe's features per residue pair: attention maps, or products of embeddings")
-    probe.add_argument("--max-length", type=int, default=1024, help="crop chains to this length for the contact probe")
-    probe.add_argument("--tokens-per-batch", type=int, default=DEFAULT_TOKENS_PER_BATCH, help="token budget of an embedding batch")
-    probe.add_argument("--json", action="store_true", help="print one JSON object")
-    add_model_options(probe)
