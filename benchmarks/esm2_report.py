@@ -3,8 +3,9 @@ docs/results.md are the measured ones)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
+
+from docs_section import publish
 
 
 def _final(history: list[dict]) -> dict:
@@ -120,13 +121,5 @@ def figure(result: dict, path: Path) -> None:
 
 
 def update_docs(result: dict, docs: Path, figure_path: Path, markers: tuple[str, str]) -> None:
-    """The section between ``markers`` in ``docs``, the figure, and beside it the results it was made
-    from (``.json``, a few kB), which a test holds the section to."""
-    begin, end = markers
-    text = docs.read_text()
-    if begin not in text or end not in text:
-        raise SystemExit(f"{docs} has no {begin} ... {end} section to rewrite")
-    head, rest = text.split(begin, 1)
-    docs.write_text(f"{head}{begin}\n{section(result, figure_path.name)}\n{end}{rest.split(end, 1)[1]}")
-    figure(result, figure_path)
-    figure_path.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    """The section between ``markers`` in ``docs``, the figure, and the results beside it."""
+    publish(docs, markers, section(result, figure_path.name), result, figure_path, figure)

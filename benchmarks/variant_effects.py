@@ -125,13 +125,10 @@ def figure(result: dict, path: Path) -> None:
 
 
 def update_docs(result: dict, docs: Path = DOCS, figure_path: Path = FIGURE) -> None:
-    text = docs.read_text()
-    if BEGIN not in text or END not in text:
-        raise SystemExit(f"{docs} has no {BEGIN} ... {END} section to rewrite")
-    head, rest = text.split(BEGIN, 1)
-    docs.write_text(f"{head}{BEGIN}\n{section(result)}\n{END}{rest.split(END, 1)[1]}")
-    figure(result, figure_path)
-    figure_path.with_suffix(".json").write_text(json.dumps(result, indent=1) + "\n")
+    """The section between the markers in ``docs``, the figure, and the results beside it."""
+    from docs_section import publish
+
+    publish(docs, (BEGIN, END), section(result), result, figure_path, figure)
 
 
 def main() -> None:
