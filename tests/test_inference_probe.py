@@ -44,12 +44,16 @@ def majority_baseline(rows: list[dict], reduce=lambda s: s) -> float:
     return test[train.most_common(1)[0][0]] / sum(test.values())
 
 
+def held_out_coordinates(rows: list[dict], crop: int):
+    """Cα coordinates in Å of each test chain, cropped to ``crop`` residues."""
+    for r in rows:
+        if not is_train(r["id"]):
+            yield np.array(r["ca_centi_angstrom"][:crop]) / 100
+
+
 def contact_baseline(rows: list[dict], crop: int) -> float:
     fractions = []
-    for r in rows:
-        if is_train(r["id"]):
-            continue
-        ca = np.array(r["ca_centi_angstrom"][:crop]) / 100
+    for ca in held_out_coordinates(rows, crop):
         n = len(ca)
         far = [(i, j) for i in range(n) for j in range(i + 24, n)]
         if far:
@@ -156,10 +160,7 @@ def per_letter_majority(rows: list[dict], reduce=lambda s: s) -> float:
 
 def separation_baseline(rows: list[dict], crop: int) -> float:
     precisions = []
-    for r in rows:
-        if is_train(r["id"]):
-            continue
-        ca = np.array(r["ca_centi_angstrom"][:crop]) / 100
+    for ca in held_out_coordinates(rows, crop):
         n = len(ca)
         far = sorted(((i, j) for i in range(n) for j in range(i + 24, n)), key=lambda p: (p[1] - p[0], p[0]))
         if far:
@@ -184,3 +185,15 @@ def test_fair_baselines_identity_window_and_separation(rows):
     assert result["q3_window"] > result["q3_identity"] > majority_baseline(rows, Q3.get)
     assert separation_prior(chains, test_rows, 1024) == pytest.approx(separation_baseline(rows, 1024))
     assert separation_prior(chains, test_rows, 1024) > contact_baseline(rows, 1024)  # close pairs touch more often
+
+
+def test_the_docs_baseline_table_is_the_committed_probe_output():
+    root = Path(__file__).resolve().parents[1]
+    result = json.loads((root / "docs" / "figures" / "probe_baselines_pdb.json").read_text())
+    docs = (root / "docs" / "results.md").read_text()
+    for n in ("3", "8"):
+        row = (f"| secondary structure Q{n} | {100 * result[f'q{n}_identity']:.1f}% | "
+               f"**{100 * result[f'q{n}_window']:.1f}%** | |")
+        assert row in docs, row
+    assert f"| | | **{100 * result['contact_separation']:.2f}%** (closest pairs first) |" in docs
+    assert (result["chains_train"], result["chains_test"]) == (1833, 492)
