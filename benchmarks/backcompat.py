@@ -48,7 +48,7 @@ def compare(source: PerformerLM, models: dict[str, PerformerLM], tc: TrainConfig
     KL(source ‖ model) in nats, over the masked positions of the test split (masks fixed by the seed,
     as ``protein-performer evaluate`` draws them), in fp32. ``"source"`` is one of the rows."""
     corpus = EncodedCorpus.from_fasta(DEFAULT_CORPUS_PATH, split="test")
-    dataset, collator = make_dataset(corpus, tc, train=False), make_collator(source.config)
+    dataset, collator = make_dataset(corpus, tc, train=False), make_collator(source.config, evaluation=True)
     names = ["source", *models]
     sums = {n: {"nll": 0.0, "correct": 0, "agree": 0, "kl": 0.0} for n in names}
     total = 0

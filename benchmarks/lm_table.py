@@ -1,84 +1,235 @@
-"""A small-scale Table 2 (arXiv 2009.14794): Transformer vs Performer-softmax vs Performer-ReLU,
-bidirectional (masked LM) and unidirectional (next token), same size and steps, on the test split and
-on an out-of-distribution set (PDB chains with no homolog in the corpus).
+"""A small-scale Table 2 (arXiv 2009.14794) over seeds, with a no-context control and a redraw
+comparison: Transformer vs Performer-softmax vs Performer-ReLU, bidirectional (masked LM) and
+unidirectional (next token), same size, data order and steps, evaluated on the test split and on an
+out-of-distribution set (PDB chains with no homolog in the corpus).
 
-    python benchmarks/lm_table.py [--steps 600] [--preset tiny] [--ood PATH] [--out runs/lm_table]
+    python benchmarks/lm_table.py [--steps 1000] [--seeds 0 1 2] [--only mlm-none ...] [--update-docs]
 
-Writes ``OUT/results.json`` and ``OUT/table.md`` and one run directory per model (checkpoints,
-curves). Runs already finished in OUT are evaluated again but not retrained.
+Each (arm, seed) trains into ``OUT/ARM/seed-S`` (a finished run is not retrained; an interrupted one
+resumes from its last checkpoint, so the script can be stopped and run again) and is evaluated once
+(``evaluation.json`` beside it). The metric is ``protein-performer evaluate``'s: for masked LM every
+selected position (15%, fixed masks) is shown as ``<mask>``. Writes ``OUT/results.json``;
+``--update-docs`` (every arm and seed finished) rewrites the section between the ``lm-table``
+markers of docs/results.md and the figure docs/figures/lm_table_cpu.png with its JSON beside it.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from pathlib import Path
 
-from protein_performer.data import DATA_DIR, EncodedCorpus
-from protein_performer.model import preset
-from protein_performer.rundir import RunDir
-from protein_performer.training import TrainConfig, Trainer
-from protein_performer.training.evaluation import evaluate
+ROOT = Path(__file__).resolve().parents[1]
+DOCS, FIGURE = ROOT / "docs" / "results.md", ROOT / "docs" / "figures" / "lm_table_cpu.png"
+BEGIN, END = "<!-- lm-table:begin (written by benchmarks/lm_table.py) -->", "<!-- lm-table:end -->"
+SHARED_OOD = ROOT.parent / "shared" / "data" / "pdb_ss_dev.jsonl.gz"
+METRIC = "every selected position shown as <mask>"  # recorded with each evaluation; another metric re-evaluates
 
-MODELS = [  # (name, objective, attention, kernel)
-    ("bidirectional Transformer", "mlm", "softmax", "softmax"),
-    ("bidirectional Performer (softmax)", "mlm", "favor", "softmax"),
-    ("bidirectional Performer (ReLU)", "mlm", "favor", "relu"),
-    ("unidirectional Transformer", "causal", "softmax", "softmax"),
-    ("unidirectional Performer (softmax)", "causal", "favor", "softmax"),
-    ("unidirectional Performer (ReLU)", "causal", "favor", "relu"),
-]
-SHARED_OOD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "pdb_ss_dev.jsonl.gz"
+# key: (objective, attention, kernel, redraw_interval or None for the preset's, name in the table)
+ARMS = {
+    "mlm-none": ("mlm", "none", "softmax", None, "no-context control (no attention)"),
+    "mlm-softmax": ("mlm", "softmax", "softmax", None, "Transformer (exact)"),
+    "mlm-favor-softmax": ("mlm", "favor", "softmax", None, "Performer (softmax, FAVOR+)"),
+    "mlm-favor-relu": ("mlm", "favor", "relu", None, "Performer (ReLU)"),
+    "causal-none": ("causal", "none", "softmax", None, "no-context control (no attention)"),
+    "causal-softmax": ("causal", "softmax", "softmax", None, "Transformer (exact)"),
+    "causal-favor-softmax": ("causal", "favor", "softmax", None, "Performer (softmax, FAVOR+)"),
+    "causal-favor-relu": ("causal", "favor", "relu", None, "Performer (ReLU)"),
+    "mlm-favor-softmax-redraw100": ("mlm", "favor", "softmax", 100, "Performer (softmax), redrawn every 100 steps"),
+    "mlm-favor-softmax-redraw10": ("mlm", "favor", "softmax", 10, "Performer (softmax), redrawn every 10 steps"),
+}
+ORDER = ["mlm-none", "mlm-softmax", "mlm-favor-softmax", "mlm-favor-relu",  # the bidirectional half first
+         "mlm-favor-softmax-redraw100", "mlm-favor-softmax-redraw10",
+         "causal-none", "causal-softmax", "causal-favor-softmax", "causal-favor-relu"]
+SETS = ("test", "ood")
+
+
+def train_and_evaluate(out: Path, key: str, seed: int, args) -> dict:
+    """One arm at one seed: trained (or resumed) unless finished, evaluated unless already evaluated
+    with this metric. ``train_seconds`` adds up the wall-clock time of every session that trained it."""
+    from protein_performer.model import preset
+    from protein_performer.rundir import RunDir
+    from protein_performer.training import TrainConfig, Trainer
+    from protein_performer.training.evaluation import evaluate
+
+    objective, attention, kernel, redraw, _ = ARMS[key]
+    run = out / key / f"seed-{seed}"
+    timing = run / "train_seconds.json"
+    steps = args.steps
+    latest = RunDir(run).latest_checkpoint()
+    if latest is None or latest.path.name != f"step-{steps:07d}":
+        tc = TrainConfig(seq_len=args.seq_len, batch_size=args.batch_size, micro_batch_size=args.batch_size,
+                         max_steps=steps, warmup_steps=max(1, steps // 20), save_every=max(1, steps // 5),
+                         eval_every=max(1, steps // 5), seed=seed)
+        overrides = {} if redraw is None else {"redraw_interval": redraw}
+        config = preset(args.preset, objective=objective, attention=attention, kernel=kernel, **overrides)
+        started = time.perf_counter()
+        Trainer(run, config, tc, corpus=args.corpus, checkpoint=latest).fit()
+        before = json.loads(timing.read_text())["seconds"] if timing.exists() and latest is not None else 0.0
+        timing.write_text(json.dumps({"seconds": before + time.perf_counter() - started}) + "\n")
+    cached = run / "evaluation.json"
+    evaluation = json.loads(cached.read_text()) if cached.exists() else {}
+    if evaluation.get("metric") != METRIC or evaluation.get("ood_set") != args.ood:
+        evaluation = {"metric": METRIC, "ood_set": args.ood, "test": evaluate(run), "ood": evaluate(run, args.ood)}
+        cached.write_text(json.dumps(evaluation, indent=1) + "\n")
+    seconds = json.loads(timing.read_text())["seconds"] if timing.exists() else None
+    return {"arm": key, "seed": seed, "train_seconds": seconds, "test": evaluation["test"], "ood": evaluation["ood"]}
+
+
+def summarize(runs: list[dict]) -> list[dict]:
+    """Per arm: mean, sample standard deviation, min and max over seeds of accuracy and perplexity on
+    both sets, and the median training time."""
+    rows = []
+    for key in ORDER:
+        mine = [r for r in runs if r["arm"] == key]
+        if not mine:
+            continue
+        objective, attention, kernel, redraw, name = ARMS[key]
+        row = {"arm": key, "name": name, "objective": objective, "attention": attention, "kernel": kernel,
+               "redraw_interval": redraw, "seeds": [r["seed"] for r in mine]}
+        for split in SETS:
+            for metric in ("accuracy", "perplexity"):
+                values = [r[split][metric] * (100 if metric == "accuracy" else 1) for r in mine]
+                row[f"{split}_{metric}"] = {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+                                            "min": min(values), "max": max(values), "values": values}
+            row[f"{split}_baseline"] = {"accuracy": 100 * mine[0][split]["baseline_accuracy"],
+                                        "perplexity": mine[0][split]["baseline_perplexity"], "tokens": mine[0][split]["tokens"]}
+        times = [r["train_seconds"] for r in mine if r["train_seconds"] is not None]
+        row["train_seconds_median"] = statistics.median(times) if times else None
+        rows.append(row)
+    return rows
+
+
+def separated(a: dict, b: dict) -> bool:
+    """A difference we state: every seed of one arm beats every seed of the other."""
+    return a["min"] > b["max"] or b["min"] > a["max"]
+
+
+def _cell(stat: dict) -> str:
+    return f"{stat['mean']:.2f} ± {stat['std']:.2f}"
+
+
+def section(result: dict) -> str:
+    rows = {r["arm"]: r for r in result["rows"]}
+    seeds = len(rows["mlm-none"]["seeds"])
+    lines = [f"Mean ± standard deviation over {seeds} seeds (each seed changes the initialization, data order, masks",
+             "and projections); *context* is the model's test accuracy minus the no-context control's.", "",
+             "| model | test accuracy % | test perplexity | OOD accuracy % | OOD perplexity | context (points) | training time |",
+             "|---|---|---|---|---|---|---|"]
+    for objective, label in (("mlm", "bidirectional (masked)"), ("causal", "unidirectional (next token)")):
+        base = rows[f"{objective}-none"]
+        test_b, ood_b = base["test_baseline"], base["ood_baseline"]
+        lines.append(f"| **{label}**: empirical baseline | {test_b['accuracy']:.2f} | {test_b['perplexity']:.2f} | "
+                     f"{ood_b['accuracy']:.2f} | {ood_b['perplexity']:.2f} | | |")
+        for key in ORDER:
+            r = rows[key]
+            if r["objective"] != objective or r["redraw_interval"] is not None:
+                continue
+            gain = "" if key == base["arm"] else f"{r['test_accuracy']['mean'] - base['test_accuracy']['mean']:+.2f}"
+            seconds = f"{r['train_seconds_median']:.0f} s" if r["train_seconds_median"] is not None else "–"
+            lines.append(f"| {r['name']} | {_cell(r['test_accuracy'])} | {_cell(r['test_perplexity'])} | "
+                         f"{_cell(r['ood_accuracy'])} | {_cell(r['ood_perplexity'])} | {gain} | {seconds} |")
+    lines += ["", "Differences that hold for every seed (each seed of one arm above every seed of the other, test accuracy):", ""]
+    for objective in ("mlm", "causal"):
+        keys = [k for k in ORDER if rows[k]["objective"] == objective and rows[k]["redraw_interval"] is None]
+        for i, a in enumerate(keys):
+            for b in keys[i + 1:]:
+                ra, rb = rows[a], rows[b]
+                verdict = "separated" if separated(ra["test_accuracy"], rb["test_accuracy"]) else "within the spread"
+                delta = ra["test_accuracy"]["mean"] - rb["test_accuracy"]["mean"]
+                lines.append(f"- {objective}: {ra['name']} − {rb['name']}: {delta:+.2f} points, {verdict}")
+    lines += ["", "Redrawing the random features (bidirectional Performer, softmax kernel; *fixed*: the Table 2 row,",
+              "whose interval of 1000 steps is never reached):", "",
+              "| projections | test accuracy % | test perplexity | OOD accuracy % | OOD perplexity | training time |",
+              "|---|---|---|---|---|---|"]
+    for key, label in (("mlm-favor-softmax", "fixed"), ("mlm-favor-softmax-redraw100", "redrawn every 100 steps"),
+                       ("mlm-favor-softmax-redraw10", "redrawn every 10 steps")):
+        r = rows[key]
+        seconds = f"{r['train_seconds_median']:.0f} s" if r["train_seconds_median"] is not None else "–"
+        lines.append(f"| {label} | {_cell(r['test_accuracy'])} | {_cell(r['test_perplexity'])} | "
+                     f"{_cell(r['ood_accuracy'])} | {_cell(r['ood_perplexity'])} | {seconds} |")
+    fixed = rows["mlm-favor-softmax"]["test_accuracy"]
+    best = max(("mlm-favor-softmax", "mlm-favor-softmax-redraw100", "mlm-favor-softmax-redraw10"),
+               key=lambda k: rows[k]["test_accuracy"]["mean"])
+    if best == "mlm-favor-softmax":
+        verdict = "fixed features have the best mean"
+    elif separated(rows[best]["test_accuracy"], fixed):
+        verdict = f"{rows[best]['name']} is ahead of fixed features for every seed"
+    else:
+        verdict = f"{rows[best]['name']} has the best mean, within the spread of fixed features"
+    lines += ["", f"Verdict (test accuracy): {verdict}.", "",
+              f"![Table 2 over seeds](figures/{FIGURE.name})"]
+    return "\n".join(lines)
+
+
+def figure(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = result["rows"]
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.8), sharey=False)
+    for ax, split, title in ((axes[0], "test", "test split"), (axes[1], "ood", "PDB chains (OOD)")):
+        for i, r in enumerate(rows):
+            values = r[f"{split}_accuracy"]["values"]
+            color = "tab:blue" if r["objective"] == "mlm" else "tab:orange"
+            ax.bar(i, r[f"{split}_accuracy"]["mean"], color=color, alpha=0.35)
+            ax.plot([i] * len(values), values, "o", color=color, markersize=4)
+        for objective, color in (("mlm", "tab:blue"), ("causal", "tab:orange")):
+            first = [i for i, r in enumerate(rows) if r["objective"] == objective]
+            base = rows[first[0]][f"{split}_baseline"]["accuracy"]
+            ax.hlines(base, first[0] - 0.4, first[-1] + 0.4, colors=color, linestyles="dashed", linewidth=1)
+        ax.set_xticks(range(len(rows)), [f"{r['objective']}: {r['name']}" for r in rows], rotation=60, ha="right", fontsize=7)
+        ax.set_ylabel("accuracy % (points: seeds; dashed: empirical baseline)")
+        ax.set_title(title)
+        ax.set_ylim(bottom=min(r[f"{split}_baseline"]["accuracy"] for r in rows) - 2)
+    fig.suptitle(f"{result['preset']} preset, {result['steps']} steps × {result['batch_size']} × {result['seq_len']} tokens")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def update_docs(result: dict, docs: Path = DOCS, figure_path: Path = FIGURE) -> None:
+    from docs_section import publish
+
+    publish(docs, (BEGIN, END), section(result), result, figure_path, figure)
 
 
 def main() -> None:
+    from protein_performer.data import DATA_DIR, EncodedCorpus
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/lm_table")
     parser.add_argument("--preset", default="tiny")
-    parser.add_argument("--steps", type=int, default=600)
+    parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=256)
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--only", nargs="+", choices=ORDER, help="these arms only (default: all, in table order)")
     parser.add_argument("--ood", default=str(SHARED_OOD if SHARED_OOD.exists() else DATA_DIR / "pdb_ss_dev_slice.jsonl.gz"))
-    parser.add_argument("--eval-sequences", type=int, default=None, help="cap on evaluated sequences per set")
+    parser.add_argument("--update-docs", action="store_true", help=f"rewrite the section in {DOCS.relative_to(ROOT)}")
     args = parser.parse_args()
     out = Path(args.out)
-    corpus = EncodedCorpus.from_fasta()
-    rows = []
-    for name, objective, attention, kernel in MODELS:
-        run = out / f"{objective}-{attention}-{kernel}"
-        tc = TrainConfig(seq_len=args.seq_len, batch_size=args.batch_size, micro_batch_size=args.batch_size,
-                         max_steps=args.steps, warmup_steps=max(1, args.steps // 20), save_every=args.steps,
-                         eval_every=max(1, args.steps // 5), seed=args.seed)
-        config = preset(args.preset, objective=objective, attention=attention, kernel=kernel)
-        started = time.perf_counter()
-        latest = RunDir(run).latest_checkpoint()
-        if latest is None or latest.path.name != f"step-{args.steps:07d}":
-            trainer = Trainer(run, config, tc, corpus=corpus, checkpoint=latest)
-            trainer.fit()
-        seconds = time.perf_counter() - started
-        test = evaluate(run, max_sequences=args.eval_sequences)
-        ood = evaluate(run, args.ood, max_sequences=args.eval_sequences)
-        rows.append({"model": name, "objective": objective, "attention": attention, "kernel": kernel,
-                     "train_seconds": seconds, "test": test, "ood": ood})
-        print(f"{name}: test {100 * test['accuracy']:.2f}% / {test['perplexity']:.2f}, "
-              f"OOD {100 * ood['accuracy']:.2f}% / {ood['perplexity']:.2f}", flush=True)
+    args.corpus = EncodedCorpus.from_fasta()
+    runs = []
+    for key in args.only or ORDER:
+        for seed in args.seeds:
+            run = train_and_evaluate(out, key, seed, args)
+            runs.append(run)
+            print(f"{key} seed {seed}: test {100 * run['test']['accuracy']:.2f}% / {run['test']['perplexity']:.2f}, "
+                  f"OOD {100 * run['ood']['accuracy']:.2f}% / {run['ood']['perplexity']:.2f}", flush=True)
     result = {"preset": args.preset, "steps": args.steps, "batch_size": args.batch_size, "seq_len": args.seq_len,
-              "ood_set": args.ood, "rows": rows}
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = ["| model | test accuracy % / perplexity | OOD accuracy % / perplexity |", "|---|---|---|"]
-    for objective in ("mlm", "causal"):
-        first = next(r for r in rows if r["objective"] == objective)
-        lines.append(f"| empirical baseline ({'masked' if objective == 'mlm' else 'next token'}) | "
-                     f"{100 * first['test']['baseline_accuracy']:.2f} / {first['test']['baseline_perplexity']:.2f} | "
-                     f"{100 * first['ood']['baseline_accuracy']:.2f} / {first['ood']['baseline_perplexity']:.2f} |")
-        for r in rows:
-            if r["objective"] == objective:
-                lines.append(f"| {r['model']} | {100 * r['test']['accuracy']:.2f} / {r['test']['perplexity']:.2f} | "
-                             f"{100 * r['ood']['accuracy']:.2f} / {r['ood']['perplexity']:.2f} |")
-    (out / "table.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+              "ood_set": Path(args.ood).name, "metric": METRIC, "runs": runs, "rows": summarize(runs)}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    if args.update_docs:
+        if args.only or len(args.seeds) < 2:
+            raise SystemExit("--update-docs needs every arm and at least two seeds")
+        update_docs(result)
+    print(f"wrote {out / 'results.json'}")
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 """The one evaluation loop (the trainer's validation and ``evaluate`` both run it), and held-out
 accuracy and perplexity of a saved model beside the empirical baseline (the paper's Table 2).
 
-Which positions count: the collator's labels (masked positions for mlm, every next token for causal),
-with masks fixed by the dataset's seed and each sample's index, so the numbers are deterministic.
+Which positions count: the collator's labels (the 15% selected positions for mlm, every one of them
+shown as ``<mask>``; every next token for causal), with masks fixed by the dataset's seed and each
+sample's index, so the numbers are deterministic.
 """
 
 from __future__ import annotations
@@ -101,7 +102,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = Non
     if frequencies is None:
         frequencies = amino_acid_frequencies(EncodedCorpus.from_fasta(tc.data, split="train"), with_eos=config.causal)
     dataset = make_dataset(corpus, tc, train=False)
-    result = evaluate_dataset(model, dataset, make_collator(config), batch_size=batch_size, max_sequences=max_sequences,
+    result = evaluate_dataset(model, dataset, make_collator(config, evaluation=True), batch_size=batch_size, max_sequences=max_sequences,
                               precision=tc.precision, frequencies=frequencies, progress=progress)
     return {
         "accuracy": result["accuracy"], "perplexity": result["perplexity"],

@@ -21,8 +21,17 @@ from ..model import PerformerConfig
 from .config import TrainConfig
 
 
-def make_collator(config: PerformerConfig):
-    return CausalLMCollator(DEFAULT_ALPHABET) if config.causal else MaskedLMCollator(DEFAULT_ALPHABET)
+def make_collator(config: PerformerConfig, *, evaluation: bool = False):
+    """The objective's collator. Masked LM trains with BERT's corruption (of the 15% selected, 80%
+    ``<mask>``, 10% a random residue, 10% unchanged); ``evaluation`` shows every selected position as
+    ``<mask>`` (the same positions: the draws are the same), so the score counts only predictions made
+    without seeing the answer. An unchanged position is copied from the input (near 100% right) and a
+    random one is almost never right: averaging them in measures the corruption, not the model."""
+    if config.causal:
+        return CausalLMCollator(DEFAULT_ALPHABET)
+    if evaluation:
+        return MaskedLMCollator(DEFAULT_ALPHABET, mask_token_prob=1.0, random_token_prob=0.0)
+    return MaskedLMCollator(DEFAULT_ALPHABET)
 
 
 def make_dataset(corpus: EncodedCorpus, train_config: TrainConfig, *, train: bool):

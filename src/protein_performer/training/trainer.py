@@ -103,6 +103,7 @@ class Trainer:
         valid = corpus.select("valid")
         self.valid_data = make_dataset(valid, train_config, train=False) if len(valid) else None
         self.collator = make_collator(model_config)
+        self.eval_collator = make_collator(model_config, evaluation=True)
         self.skipped_records = corpus.skipped_records  # malformed FASTA records left out
         self.frequencies = amino_acid_frequencies(corpus.select("train"), with_eos=model_config.causal)
         torch.manual_seed(train_config.seed)
@@ -205,9 +206,10 @@ class Trainer:
         self.dist.barrier()
 
     def validate(self) -> dict:
-        """Loss, accuracy and perplexity on the first ``eval_sequences`` validation samples (fixed masks)."""
+        """Loss, accuracy and perplexity on the first ``eval_sequences`` validation samples (fixed masks,
+        every selected position shown as ``<mask>``: the metric of :func:`evaluate`)."""
         tc = self.tc
-        return evaluate_dataset(self.model, self.valid_data, self.collator, batch_size=tc.micro_batch_size,
+        return evaluate_dataset(self.model, self.valid_data, self.eval_collator, batch_size=tc.micro_batch_size,
                                 max_sequences=tc.eval_sequences, precision=tc.precision, dist=self.dist, lockstep=self.fsdp)
 
     # -- one optimizer step --------------------------------------------------------------------------

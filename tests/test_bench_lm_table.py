@@ -1,0 +1,50 @@
+"""benchmarks/lm_table.py: the summary over seeds, which differences it states, and its docs section
+held to the results committed beside its figure."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import lm_table  # noqa: E402
+
+
+def fake_runs(shift: dict[str, float]) -> list[dict]:
+    """Three seeds per arm; accuracies 0.10 + shift + 0.001 * seed."""
+    runs = []
+    for key in lm_table.ORDER:
+        for seed in range(3):
+            accuracy = 0.10 + shift.get(key, 0.0) + 0.001 * seed
+            evaluation = {"accuracy": accuracy, "perplexity": 20 - 10 * accuracy, "baseline_accuracy": 0.09,
+                          "baseline_perplexity": 18.0, "tokens": 1000}
+            runs.append({"arm": key, "seed": seed, "train_seconds": 100.0 + seed, "test": evaluation, "ood": evaluation})
+    return runs
+
+
+def test_summary_over_seeds_and_the_differences_it_states(tmp_path):
+    runs = fake_runs({"mlm-softmax": 0.05, "mlm-favor-softmax": 0.0505, "mlm-favor-softmax-redraw10": 0.06})
+    rows = {r["arm"]: r for r in lm_table.summarize(runs)}
+    assert list(rows) == lm_table.ORDER
+    exact = rows["mlm-softmax"]["test_accuracy"]
+    assert exact["mean"] == pytest.approx(15.1) and exact["std"] == pytest.approx(0.1)
+    assert exact["values"] == pytest.approx([15.0, 15.1, 15.2])
+    assert rows["mlm-softmax"]["train_seconds_median"] == 101.0
+    assert lm_table.separated(rows["mlm-softmax"]["test_accuracy"], rows["mlm-none"]["test_accuracy"])
+    assert not lm_table.separated(rows["mlm-softmax"]["test_accuracy"], rows["mlm-favor-softmax"]["test_accuracy"])
+    result = {"preset": "tiny", "steps": 10, "batch_size": 2, "seq_len": 8, "rows": list(rows.values())}
+    text = lm_table.section(result)
+    assert "| Transformer (exact) | 15.10 ± 0.10 |" in text
+    assert "| Performer (softmax, FAVOR+) | 15.15 ± 0.10 |" in text and "| +5.05 |" in text
+    assert "mlm: no-context control (no attention) − Transformer (exact): -5.00 points, separated" in text
+    assert "mlm: Transformer (exact) − Performer (softmax, FAVOR+): -0.05 points, within the spread" in text
+    assert "redrawn every 10 steps is ahead of fixed features for every seed" in text
+    docs = tmp_path / "results.md"
+    docs.write_text(f"x\n{lm_table.BEGIN}\nold\n{lm_table.END}\ny\n")
+    lm_table.update_docs(result, docs, tmp_path / "fig.png")
+    assert docs.read_text() == f"x\n{lm_table.BEGIN}\n{text}\n{lm_table.END}\ny\n"
+    assert (tmp_path / "fig.png").stat().st_size > 5_000
+    assert json.loads((tmp_path / "fig.json").read_text())["rows"][0]["arm"] == "mlm-none"
