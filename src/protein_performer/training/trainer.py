@@ -84,10 +84,12 @@ class Trainer:
 
     def __init__(self, run_dir: str | Path, model_config: PerformerConfig, train_config: TrainConfig, *, corpus: EncodedCorpus,
                  device: torch.device | None = None, init_weights: str | Path | None = None, checkpoint: RunDir | None = None,
-                 dist: Distributed | None = None, fsdp: bool = False):
+                 dist: Distributed | None = None, fsdp: bool = False, validation=None):
         """``checkpoint``: continue from it (a checkpoint of ``run_dir``); ``init_weights``: a model
         directory whose weights a new run starts from. Which one applies is decided by
-        :func:`~protein_performer.training.run.start_training`."""
+        :func:`~protein_performer.training.run.start_training`. ``validation``: a dataset to validate
+        on (e.g. windows of another length, shared by runs that train on different ones); default:
+        the corpus's valid split, cut as the training data is."""
         if model_config.vocab_size < len(DEFAULT_ALPHABET):
             raise ValueError(f"invalid model config: vocab_size {model_config.vocab_size} is smaller than the alphabet's "
                              f"{len(DEFAULT_ALPHABET)} tokens")
@@ -100,8 +102,10 @@ class Trainer:
             raise ValueError("`fsdp` shards the model over processes: launch with torchrun (see docs/distributed.md)")
         self.device = device or self.dist.device()
         self.train_data = make_dataset(corpus.select("train"), train_config, train=True)
-        valid = corpus.select("valid")
-        self.valid_data = make_dataset(valid, train_config, train=False) if len(valid) else None
+        if validation is None:
+            valid = corpus.select("valid")
+            validation = make_dataset(valid, train_config, train=False) if len(valid) else None
+        self.valid_data = validation
         self.collator = make_collator(model_config)
         self.eval_collator = make_collator(model_config, evaluation=True)
         self.skipped_records = corpus.skipped_records  # malformed FASTA records left out

@@ -1,0 +1,203 @@
+"""Does long context pay? The paper's concat result at equal cost on this CPU: the same wall-clock
+budget for each arm, a Performer and an exact Transformer of the same size on packed windows of 8192
+tokens, and a Performer on windows of 1024 (eight per step, so every step sees 8192 tokens), all
+evaluated on the same held-out windows of 8192 and of 1024.
+
+    python benchmarks/context_at_equal_cost.py [--minutes 30] [--preset small] [--update-docs]
+
+1. *Plan*: each arm's seconds per optimizer step, timed over a few steps after a warmup, turn the
+   budget into its number of steps (saved in OUT/plan.json; a rerun keeps it). The budget is spent
+   on training steps; validation and checkpoints are not counted.
+2. *Train*: cosine decay to 10% after 5% warmup, validating every eighth of the run on the same 16
+   windows of 8192 tokens of the valid split (every arm, whatever it trains on), with the metric of
+   ``protein-performer evaluate`` (every selected position shown as ``<mask>``). Interrupted runs
+   resume from their last checkpoint when the script is run again.
+3. *Evaluate*: every test-split window of 8192 and of 1024 tokens.
+
+Writes OUT/results.json; ``--update-docs`` rewrites the ``context-cost`` section of docs/results.md
+and docs/figures/context_at_equal_cost_cpu.png with its JSON beside it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DOCS, FIGURE = ROOT / "docs" / "results.md", ROOT / "docs" / "figures" / "context_at_equal_cost_cpu.png"
+BEGIN, END = "<!-- context-cost:begin (written by benchmarks/context_at_equal_cost.py) -->", "<!-- context-cost:end -->"
+VALID_WINDOWS = 16
+
+
+def arms(long: int, short: int) -> dict[str, tuple[str, int, int, str]]:
+    """``{key: (attention, window length, windows per step, name)}``; every step sees ``long`` tokens."""
+    if long % short:
+        raise SystemExit(f"--long {long} must be a multiple of --short {short}")
+    return {"favor-long": ("favor", long, 1, f"Performer (FAVOR+), windows of {long}"),
+            "exact-long": ("softmax", long, 1, f"Transformer (exact), windows of {long}"),
+            "favor-short": ("favor", short, long // short, f"Performer (FAVOR+), windows of {short}")}
+
+
+def train_config(arm: tuple, steps: int, seed: int):
+    from protein_performer.training import TrainConfig
+
+    _, length, batch, _ = arm
+    return TrainConfig(seq_len=length, concat=True, batch_size=batch, micro_batch_size=batch, max_steps=steps,
+                       warmup_steps=max(1, steps // 20), lr_schedule="cosine", save_every=max(1, steps // 8),
+                       eval_every=max(1, steps // 8), eval_sequences=VALID_WINDOWS, seed=seed)
+
+
+def model_config(arm: tuple, preset_name: str):
+    from protein_performer.model import preset
+
+    return preset(preset_name, attention=arm[0], objective="mlm")
+
+
+def seconds_per_step(arm: tuple, args, *, timed: int = 3) -> float:
+    """Median wall-clock seconds of ``timed`` optimizer steps after one warmup step (nothing written)."""
+    import statistics
+    import tempfile
+
+    from protein_performer.training import Trainer
+
+    with tempfile.TemporaryDirectory() as run:
+        trainer = Trainer(run, model_config(arm, args.preset), train_config(arm, 10, args.seed), corpus=args.corpus)
+        times = []
+        for _ in range(timed + 1):
+            start = time.perf_counter()
+            trainer.train_step()
+            times.append(time.perf_counter() - start)
+    return statistics.median(times[1:])
+
+
+def plan(out: Path, args) -> dict:
+    path = out / "plan.json"
+    if path.exists():
+        saved = json.loads(path.read_text())
+        if all(saved[k] == getattr(args, k) for k in ("minutes", "preset", "long", "short")):
+            return saved
+    steps = {}
+    for key, arm in args.arms.items():
+        seconds = seconds_per_step(arm, args)
+        steps[key] = {"seconds_per_step": seconds, "steps": max(1, int(args.minutes * 60 / seconds))}
+        print(f"{key}: {seconds:.2f} s per step -> {steps[key]['steps']} steps in {args.minutes} min", flush=True)
+    saved = {"minutes": args.minutes, "preset": args.preset, "long": args.long, "short": args.short, "arms": steps}
+    out.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(saved, indent=1) + "\n")
+    return saved
+
+
+def curve(run: Path) -> list[dict]:
+    """Validation points against training seconds and tokens, from the run's metrics: the time of
+    the logged windows (tokens / tokens_per_s) summed up to each validation step."""
+    seconds = tokens = 0.0
+    points = []
+    for line in (run / "metrics.jsonl").read_text().splitlines():
+        entry = json.loads(line)
+        if "train/tokens" in entry:
+            tokens += entry["train/tokens"]
+            seconds += entry["train/tokens"] / entry["train/tokens_per_s"]
+        if "valid/accuracy" in entry:
+            points.append({"step": entry["step"], "seconds": seconds, "tokens": tokens,
+                           "accuracy": entry["valid/accuracy"], "perplexity": entry["valid/perplexity"]})
+    return points
+
+
+def run_arm(out: Path, key: str, steps: int, args) -> dict:
+    from protein_performer.data import PackedDataset
+    from protein_performer.rundir import RunDir
+    from protein_performer.training import Trainer
+    from protein_performer.training.evaluation import evaluate
+
+    arm, run = args.arms[key], out / key
+    latest = RunDir(run).latest_checkpoint()
+    if latest is None or latest.path.name != f"step-{steps:07d}":
+        validation = PackedDataset(args.corpus.select("valid"), args.long, train=False)
+        Trainer(run, model_config(arm, args.preset), train_config(arm, steps, args.seed), corpus=args.corpus,
+                checkpoint=latest, validation=validation).fit()
+    cached = run / "evaluation.json"
+    if not cached.exists():
+        evaluation = {str(length): evaluate(run, seq_len=length, batch_size=max(1, 8192 // length), max_sequences=args.eval_windows)
+                      for length in (args.long, args.short)}
+        cached.write_text(json.dumps(evaluation, indent=1) + "\n")
+    evaluation = json.loads(cached.read_text())
+    points = curve(run)
+    _, length, batch, name = arm
+    return {"arm": key, "name": name, "steps": steps, "tokens_per_step": length * batch,
+            "train_seconds": points[-1]["seconds"] if points else None, "tokens": points[-1]["tokens"] if points else None,
+            "curve": points, "evaluation": evaluation}
+
+
+def section(result: dict) -> str:
+    lengths = [str(result["long"]), str(result["short"])]
+    lines = [f"`{result['preset']}` preset, {result['minutes']} minutes of training steps for each arm, seed {result['seed']}.", "",
+             "| arm | steps | tokens seen | training time | " + " | ".join(f"accuracy % / perplexity, windows of {n}" for n in lengths) + " |",
+             "|---|---|---|---|" + "---|" * len(lengths)]
+    baseline = result["rows"][0]["evaluation"]
+    for r in result["rows"]:
+        cells = [f"{100 * r['evaluation'][n]['accuracy']:.2f} / {r['evaluation'][n]['perplexity']:.2f}" for n in lengths]
+        lines.append(f"| {r['name']} | {r['steps']:,} | {r['tokens'] / 1e6:.2f}M | {r['train_seconds'] / 60:.1f} min | " + " | ".join(cells) + " |")
+    lines.append("| empirical baseline | | | | " + " | ".join(
+        f"{100 * baseline[n]['baseline_accuracy']:.2f} / {baseline[n]['baseline_perplexity']:.2f}" for n in lengths) + " |")
+    best = max(result["rows"], key=lambda r: r["evaluation"][lengths[0]]["accuracy"])
+    lines += ["", f"Best on held-out windows of {lengths[0]}: {best['name']}.", "",
+              f"![validation accuracy against time and tokens](figures/{FIGURE.name})"]
+    return "\n".join(lines)
+
+
+def figure(result: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    for r in result["rows"]:
+        points = r["curve"]
+        axes[0].plot([p["seconds"] / 60 for p in points], [100 * p["accuracy"] for p in points], "o-", label=r["name"])
+        axes[1].plot([p["tokens"] / 1e6 for p in points], [100 * p["accuracy"] for p in points], "o-", label=r["name"])
+    axes[0].set_xlabel("training time (min)")
+    axes[1].set_xlabel("training tokens (millions)")
+    axes[0].set_ylabel(f"masked accuracy %, {VALID_WINDOWS} valid windows of {result['long']}")
+    axes[1].legend(fontsize=8)
+    fig.suptitle(f"Equal wall-clock budget ({result['minutes']} min each), {result['preset']} preset")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def update_docs(result: dict, docs: Path = DOCS, figure_path: Path = FIGURE) -> None:
+    from docs_section import publish
+
+    publish(docs, (BEGIN, END), section(result), result, figure_path, figure)
+
+
+def main() -> None:
+    from protein_performer.data import EncodedCorpus
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="runs/context_at_equal_cost")
+    parser.add_argument("--preset", default="small")
+    parser.add_argument("--minutes", type=float, default=30.0, help="training budget of each arm")
+    parser.add_argument("--long", type=int, default=8192, help="the long windows (tokens)")
+    parser.add_argument("--short", type=int, default=1024, help="the short windows (tokens)")
+    parser.add_argument("--eval-windows", type=int, default=None, help="cap on test windows per length (default: all)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--update-docs", action="store_true")
+    args = parser.parse_args()
+    out = Path(args.out)
+    args.corpus, args.arms = EncodedCorpus.from_fasta(), arms(args.long, args.short)
+    steps = plan(out, args)["arms"]
+    rows = [run_arm(out, key, steps[key]["steps"], args) for key in args.arms]
+    result = {"preset": args.preset, "minutes": args.minutes, "long": args.long, "short": args.short, "seed": args.seed,
+              "plan": steps, "rows": rows}
+    (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+    print(section(result))
+    if args.update_docs:
+        update_docs(result)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""benchmarks/context_at_equal_cost.py end to end at toy lengths: a plan from timed steps, three arms
+trained for it, evaluated on the same windows, and its docs section written from the results."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import context_at_equal_cost as bench  # noqa: E402
+
+
+def test_arms_see_the_same_tokens_per_step():
+    arms = bench.arms(8192, 1024)
+    assert {key: arm[1] * arm[2] for key, arm in arms.items()} == {"favor-long": 8192, "exact-long": 8192, "favor-short": 8192}
+    with pytest.raises(SystemExit, match="multiple"):
+        bench.arms(1000, 300)
+
+
+@pytest.mark.slow
+def test_equal_cost_runs_end_to_end_and_resumes(tmp_path):
+    command = [sys.executable, str(ROOT / "benchmarks" / "context_at_equal_cost.py"), "--preset", "tiny", "--minutes", "0.02",
+               "--long", "64", "--short", "32", "--eval-windows", "2", "--out", str(tmp_path / "out")]
+    subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
+    result = json.loads((tmp_path / "out" / "results.json").read_text())
+    plan = json.loads((tmp_path / "out" / "plan.json").read_text())
+    assert [r["arm"] for r in result["rows"]] == ["favor-long", "exact-long", "favor-short"]
+    for row in result["rows"]:
+        assert row["steps"] == plan["arms"][row["arm"]]["steps"] >= 1
+        assert set(row["evaluation"]) == {"64", "32"} and row["curve"][-1]["step"] == row["steps"]
+        assert row["tokens"] > 0 and row["train_seconds"] > 0
+    before = (tmp_path / "out" / "favor-long" / "model.safetensors").read_bytes()
+    subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)  # finished: nothing retrained
+    assert (tmp_path / "out" / "favor-long" / "model.safetensors").read_bytes() == before
+    docs = tmp_path / "results.md"
+    docs.write_text(f"{bench.BEGIN}\n{bench.END}\n")
+    bench.update_docs(result, docs, tmp_path / "fig.png")
+    assert "| Performer (FAVOR+), windows of 64 |" in docs.read_text() and (tmp_path / "fig.png").stat().st_size > 5_000
