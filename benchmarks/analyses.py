@@ -80,8 +80,9 @@ def snapshot(model: Path, out: Path) -> tuple[Path, int]:
     return target, step
 
 
-def mse_rows(mse: dict, statistic: str = "median") -> dict:
-    return {kernel: {proj: {m: v[statistic] for m, v in rows.items()} for proj, rows in by.items()} for kernel, by in mse.items()}
+def table_rows(table: dict, statistic: str = "median") -> dict:
+    """``{kernel: {projection: {M: value}}}``: one statistic of an approximation error table."""
+    return {kernel: {proj: {m: v[statistic] for m, v in rows.items()} for proj, rows in by.items()} for kernel, by in table.items()}
 
 
 def main() -> None:
@@ -128,7 +129,8 @@ def main() -> None:
                           model, sequences=args.samples, max_length=args.max_length, label=f"{name}, step {step}")
             write_approximation(folder, {"random": summary["random"], "checkpoint": real})
             entry["approximation"] = {k: real[k] for k in ("sequences", "residues", "samples", "dim", "seconds")}
-            entry["approximation"]["median_mse"] = mse_rows(real["mse"])
+            entry["approximation"]["median_relative"] = table_rows(real["relative"])
+            entry["approximation"]["median_mse"] = table_rows(real["mse"])
             report = write_report(model, folder / "report.html", analysis=folder, figures=figures, evaluation=entry["evaluation"],
                                   name=f"{name}, step {step}")
             print(f"{name}: report {report}", flush=True)
@@ -140,8 +142,9 @@ def main() -> None:
 
     random = summary.pop("random")
     summary["random"] = {k: random[k] for k in ("samples", "length", "dim", "inputs", "seconds")}
-    summary["random"]["median_mse"] = mse_rows(random["mse"])
-    summary["random"]["mean_mse"] = mse_rows(random["mse"], "mean")
+    summary["random"]["median_relative"] = table_rows(random["relative"])
+    summary["random"]["median_mse"] = table_rows(random["mse"])
+    summary["random"]["mean_mse"] = table_rows(random["mse"], "mean")
     summary["random"]["relative_rmse_by_value"] = {k: random["by_value"][k]["relative_rmse"] for k in random["mse"]}
     summary["random"]["by_value_edges"] = random["by_value"]["edges"]
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")

@@ -6,7 +6,7 @@ from analysis_threads import one_thread  # noqa: F401  (autouse: one intra-op th
 from protein_performer.analysis.approximation import (
     checkpoint_pairs,
     error_by_value,
-    mse_table,
+    error_tables,
     random_inputs,
 )
 from protein_performer.attention import draw_projection
@@ -28,14 +28,34 @@ def test_inputs_are_normalized_and_matrices_match_the_naive_references():
                                    favor_attention_matrix(q[None, None], k[None, None], w, kernel=kernel)[0, 0])
 
 
-def test_mse_falls_with_m_and_orthogonal_beats_iid_at_small_m():
-    table = mse_table(PAIRS, kernels=("softmax", "softmax_hyperbolic"), feature_counts=(16, 64, 256), seed=0)
+def test_errors_fall_with_m_and_orthogonal_beats_iid_at_small_m():
+    tables = error_tables(PAIRS, kernels=("softmax", "softmax_hyperbolic"), feature_counts=(16, 64, 256), seed=0)
     for kernel in ("softmax", "softmax_hyperbolic"):
         for projection in ("orthogonal", "iid"):
-            mean = [table[kernel][projection][m]["mean"] for m in ("16", "64", "256")]
+            mean = [tables["mse"][kernel][projection][m]["mean"] for m in ("16", "64", "256")]
             assert mean[0] > 2 * mean[1] > 4 * mean[2], (kernel, projection, mean)
-        assert table[kernel]["orthogonal"]["16"]["mean"] < table[kernel]["iid"]["16"]["mean"]
-    assert table["softmax"]["iid"]["64"]["samples"] == len(PAIRS)
+            relative = [tables["relative"][kernel][projection][m]["mean"] for m in ("16", "64", "256")]
+            assert relative[0] > 1.4 * relative[1] > 2 * relative[2], (kernel, projection, relative)  # ~ 1/√M
+        for error in ("mse", "relative"):
+            assert tables[error][kernel]["orthogonal"]["16"]["mean"] < tables[error][kernel]["iid"]["16"]["mean"]
+    assert tables["relative"]["softmax"]["iid"]["64"]["samples"] == len(PAIRS)
+
+
+def test_relative_error_is_the_row_norm_ratio_and_compares_across_lengths():
+    q, k = PAIRS[0]
+    one = error_tables([(q, k)], kernels=("softmax",), feature_counts=(32,), seed=5)
+    w = draw_projection(32, 16, orthogonal=True, generator=torch.Generator().manual_seed(5 * 1_000_003 + 32 * 2 + 1),
+                        dtype=torch.float64)
+    exact, approx = softmax_attention_matrix(q, k), favor_attention_matrix(q, k, w, kernel="softmax")
+    expected = ((approx - exact).norm(dim=-1) / exact.norm(dim=-1)).mean()
+    assert one["relative"]["softmax"]["orthogonal"]["32"]["mean"] == pytest.approx(float(expected), rel=1e-12)
+    assert one["mse"]["softmax"]["orthogonal"]["32"]["mean"] == pytest.approx(float((approx - exact).pow(2).mean()), rel=1e-12)
+    # The same inputs at 4× the length: the MSE shrinks by ~L² (rows sum to one), the relative error does not.
+    short, long = (error_tables(random_inputs(4, n, 16, seed=1), kernels=("softmax",), feature_counts=(64,), seed=0)
+                   for n in (64, 256))
+    mse_ratio = short["mse"]["softmax"]["orthogonal"]["64"]["mean"] / long["mse"]["softmax"]["orthogonal"]["64"]["mean"]
+    rel_ratio = short["relative"]["softmax"]["orthogonal"]["64"]["mean"] / long["relative"]["softmax"]["orthogonal"]["64"]["mean"]
+    assert mse_ratio > 8 and 0.6 < rel_ratio < 1.6, (mse_ratio, rel_ratio)
 
 
 def test_positive_features_beat_trig_where_true_attention_is_small():

@@ -24,14 +24,15 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def plot_approximation(mse: dict, by_value: dict | None, path: Path, title: str = "") -> Path:
-    """Left: MSE against M per kernel, orthogonal solid, iid dashed (the median over samples: trig
-    features have rare samples whose normalizer nearly vanishes, which would dominate a mean).
+def plot_approximation(relative: dict, by_value: dict | None, path: Path, title: str = "") -> Path:
+    """Left: the relative error per row ‖Â_i − A_i‖/‖A_i‖ against M per kernel, orthogonal solid, iid
+    dashed (the median over samples: trig features have rare samples whose normalizer nearly
+    vanishes, which would dominate a mean).
     Right (with ``by_value``): relative error against the true attention value."""
     panels = 2 if by_value else 1
     fig, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 3.8), squeeze=False)
     ax = axes[0, 0]
-    for color, (kernel, by_projection) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], mse.items()):
+    for color, (kernel, by_projection) in zip(plt.rcParams["axes.prop_cycle"].by_key()["color"], relative.items()):
         for projection, style in (("orthogonal", "o-"), ("iid", "s--")):
             rows = by_projection[projection]
             m = [int(x) for x in rows]
@@ -40,14 +41,14 @@ def plot_approximation(mse: dict, by_value: dict | None, path: Path, title: str 
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xlabel("random features M")
-    ax.set_ylabel("MSE of the attention matrix (median)")
+    ax.set_ylabel("relative error per row, ‖Â_i − A_i‖/‖A_i‖ (median)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7)
     if by_value:
         ax = axes[0, 1]
         edges = np.asarray(by_value["edges"])
         centers = np.sqrt(edges[:-1] * edges[1:])
-        for kernel in mse:
+        for kernel in relative:
             if kernel in by_value:
                 values = np.array([np.nan if v is None else v for v in by_value[kernel]["relative_rmse"]])
                 ax.plot(centers, values, "o-", markersize=4, label=KERNEL_LABELS.get(kernel, kernel))

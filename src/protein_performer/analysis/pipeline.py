@@ -93,7 +93,8 @@ def find_sequence(fasta: str | os.PathLike, record_id: str) -> str:
 def random_approximation(*, samples: int = 15, length: int = 4096, dim: int = 16,
                          feature_counts: Sequence[int] = approx.FEATURE_COUNTS, seed: int = 0, by_value_features: int = 64,
                          progress: bool = True) -> dict:
-    """MSE table (all ``samples``) and error by true value (the first 3 samples) on random inputs."""
+    """Relative and squared error tables (all ``samples``) and error by true value (the first 3
+    samples) on random inputs."""
     if min(samples, length, dim, *feature_counts) < 1:
         raise ValueError("`samples`, `length`, `dim` and `features` must be positive")
     started = time.perf_counter()
@@ -101,7 +102,7 @@ def random_approximation(*, samples: int = 15, length: int = 4096, dim: int = 16
     return {
         "samples": samples, "length": length, "dim": dim, "feature_counts": list(feature_counts), "seed": seed,
         "inputs": "entries N(0, 1/sqrt(d)): E|q d^-1/4|^2 = 1",
-        "mse": approx.mse_table(pairs, feature_counts=feature_counts, seed=seed, progress=_progress(progress, "random q/k")),
+        **approx.error_tables(pairs, feature_counts=feature_counts, seed=seed, progress=_progress(progress, "random q/k")),
         "by_value": approx.error_by_value(pairs[: min(3, samples)], num_features=by_value_features, seed=seed),
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -127,7 +128,7 @@ def checkpoint_approximation(checkpoint: str | os.PathLike, *, fasta: str | os.P
         "sequences": len(tokens), "residues": sum(len(t) - 2 for t in tokens), "samples": len(pairs),
         "dim": int(pairs[0][0].shape[-1]), "max_length": max_length, "feature_counts": list(feature_counts), "seed": seed,
         "model": {"attention": plm.config.attention, "kernel": plm.config.kernel, "num_features": plm.config.num_features},
-        "mse": approx.mse_table(pairs, feature_counts=feature_counts, seed=seed, progress=_progress(progress, "checkpoint q/k")),
+        **approx.error_tables(pairs, feature_counts=feature_counts, seed=seed, progress=_progress(progress, "checkpoint q/k")),
         "by_value": approx.error_by_value(pairs, num_features=by_value_features, seed=seed),
         "seconds": round(time.perf_counter() - started, 1),
     }
@@ -138,11 +139,11 @@ def write_approximation(out: str | os.PathLike, result: dict) -> None:
     ``{"random": ..., "checkpoint": ...}`` result."""
     out = Path(out)
     r = result["random"]
-    plot_approximation(r["mse"], r["by_value"], out / "approximation.png",
+    plot_approximation(r["relative"], r["by_value"], out / "approximation.png",
                        title=f"random inputs: L = {r['length']}, d = {r['dim']}, {r['samples']} samples")
     if "checkpoint" in result:
         c = result["checkpoint"]
-        plot_approximation(c["mse"], c["by_value"], out / "approximation_checkpoint.png",
+        plot_approximation(c["relative"], c["by_value"], out / "approximation_checkpoint.png",
                            title=f"real q/k of {c['label']}: {c['samples']} (sequence, layer, head), d = {c['dim']}")
     _write_json(out / "approximation.json", result)
 

@@ -115,15 +115,17 @@ def _approximation_section(path: Path, weights: dict) -> str:
     for source, figure in (("random", "approximation.png"), ("checkpoint", "approximation_checkpoint.png")):
         if source not in result:
             continue
-        mse = result[source]["mse"]
-        counts = list(next(iter(mse.values()))["orthogonal"])
-        rows = [[f"{kernel} ({projection})", *(f"{mse[kernel][projection][m]['median']:.2e}" for m in counts)]
-                for kernel in mse for projection in ("orthogonal", "iid")]
         r = result[source]
         caption = (f"Random inputs: L = {r['length']}, d = {r['dim']}, {r['samples']} samples" if source == "random"
                    else f"Real q/k of {r['path']}: {r['samples']} (sequence, layer, head) samples, d = {r['dim']}")
-        parts.append(f"<h3>{html.escape(caption)}</h3><p>Median MSE of the attention matrix against exact softmax.</p>"
-                     + _table(["kernel", *(f"M = {m}" for m in counts)], rows))
+        parts.append(f"<h3>{html.escape(caption)}</h3>")
+        for error, what in (("relative", "Median relative error per row, ‖Â_i − A_i‖ / ‖A_i‖"),
+                            ("mse", "Median MSE of the attention matrix")):
+            table = r[error]
+            counts = list(next(iter(table.values()))["orthogonal"])
+            rows = [[f"{kernel} ({projection})", *(f"{table[kernel][projection][m]['median']:.2e}" for m in counts)]
+                    for kernel in table for projection in ("orthogonal", "iid")]
+            parts.append(f"<p>{what}, against exact softmax.</p>" + _table(["kernel", *(f"M = {m}" for m in counts)], rows))
         if (folder / figure).exists():
             parts.append(_image(folder / figure, caption))
     if not any(parts):

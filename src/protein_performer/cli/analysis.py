@@ -21,12 +21,14 @@ def _approximation(args: argparse.Namespace) -> int:
     for source in ("random", "checkpoint"):
         if source not in result:
             continue
-        print(f"{source} q/k: median MSE of the attention matrix (orthogonal / iid)")
-        mse = result[source]["mse"]
-        counts = list(next(iter(mse.values()))["orthogonal"])
-        print(f"{'kernel':20}" + "".join(f"{'M=' + m:>22}" for m in counts))
-        for kernel, rows in mse.items():
-            print(f"{kernel:20}" + "".join(f"{rows['orthogonal'][m]['median']:>11.2e}{rows['iid'][m]['median']:>11.2e}" for m in counts))
+        for error, what in (("relative", "relative error per row |Â_i - A_i| / |A_i|"), ("mse", "MSE of the attention matrix")):
+            print(f"{source} q/k: median {what} (orthogonal / iid)")
+            table = result[source][error]
+            counts = list(next(iter(table.values()))["orthogonal"])
+            print(f"{'kernel':20}" + "".join(f"{'M=' + m:>22}" for m in counts))
+            for kernel, rows in table.items():
+                print(f"{kernel:20}" + "".join(f"{rows['orthogonal'][m]['median']:>11.2e}{rows['iid'][m]['median']:>11.2e}"
+                                               for m in counts))
     print(f"wrote {args.out}/approximation.png, approximation.json")
     return 0
 
