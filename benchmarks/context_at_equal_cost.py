@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
+
+import equal_time
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS, FIGURE = ROOT / "docs" / "results.md", ROOT / "docs" / "figures" / "context_at_equal_cost_cpu.png"
@@ -40,90 +41,32 @@ def arms(long: int, short: int) -> dict[str, tuple[str, int, int, str]]:
             "favor-short": ("favor", short, long // short, f"Performer (FAVOR+), windows of {short}")}
 
 
-def train_config(arm: tuple, steps: int, seed: int):
+def configs(arm: tuple, args):
+    """The arm's model and training configurations (packed windows, cosine decay)."""
+    from protein_performer.model import preset
     from protein_performer.training import TrainConfig
 
-    _, length, batch, _ = arm
-    return TrainConfig(seq_len=length, concat=True, batch_size=batch, micro_batch_size=batch, max_steps=steps,
-                       warmup_steps=max(1, steps // 20), lr_schedule="cosine", save_every=max(1, steps // 8),
-                       eval_every=max(1, steps // 8), eval_sequences=VALID_WINDOWS, seed=seed)
-
-
-def model_config(arm: tuple, preset_name: str):
-    from protein_performer.model import preset
-
-    return preset(preset_name, attention=arm[0], objective="mlm")
-
-
-def seconds_per_step(arm: tuple, args, *, timed: int = 3) -> float:
-    """Median wall-clock seconds of ``timed`` optimizer steps after one warmup step (nothing written)."""
-    import statistics
-    import tempfile
-
-    from protein_performer.training import Trainer
-
-    with tempfile.TemporaryDirectory() as run:
-        trainer = Trainer(run, model_config(arm, args.preset), train_config(arm, 10, args.seed), corpus=args.corpus)
-        times = []
-        for _ in range(timed + 1):
-            start = time.perf_counter()
-            trainer.train_step()
-            times.append(time.perf_counter() - start)
-    return statistics.median(times[1:])
-
-
-def plan(out: Path, args) -> dict:
-    path = out / "plan.json"
-    if path.exists():
-        saved = json.loads(path.read_text())
-        if all(saved[k] == getattr(args, k) for k in ("minutes", "preset", "long", "short")):
-            return saved
-    steps = {}
-    for key, arm in args.arms.items():
-        seconds = seconds_per_step(arm, args)
-        steps[key] = {"seconds_per_step": seconds, "steps": max(1, int(args.minutes * 60 / seconds))}
-        print(f"{key}: {seconds:.2f} s per step -> {steps[key]['steps']} steps in {args.minutes} min", flush=True)
-    saved = {"minutes": args.minutes, "preset": args.preset, "long": args.long, "short": args.short, "arms": steps}
-    out.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(saved, indent=1) + "\n")
-    return saved
-
-
-def curve(run: Path) -> list[dict]:
-    """Validation points against training seconds and tokens, from the run's metrics: the time of
-    the logged windows (tokens / tokens_per_s) summed up to each validation step."""
-    seconds = tokens = 0.0
-    points = []
-    for line in (run / "metrics.jsonl").read_text().splitlines():
-        entry = json.loads(line)
-        if "train/tokens" in entry:
-            tokens += entry["train/tokens"]
-            seconds += entry["train/tokens"] / entry["train/tokens_per_s"]
-        if "valid/accuracy" in entry:
-            points.append({"step": entry["step"], "seconds": seconds, "tokens": tokens,
-                           "accuracy": entry["valid/accuracy"], "perplexity": entry["valid/perplexity"]})
-    return points
+    attention, length, batch, _ = arm
+    return (preset(args.preset, attention=attention, objective="mlm"),
+            TrainConfig(seq_len=length, concat=True, batch_size=batch, micro_batch_size=batch, lr_schedule="cosine",
+                        eval_sequences=VALID_WINDOWS, seed=args.seed))
 
 
 def run_arm(out: Path, key: str, steps: int, args) -> dict:
     from protein_performer.data import PackedDataset
-    from protein_performer.rundir import RunDir
-    from protein_performer.training import Trainer
     from protein_performer.training.evaluation import evaluate
 
     arm, run = args.arms[key], out / key
-    latest = RunDir(run).latest_checkpoint()
-    if latest is None or latest.path.name != f"step-{steps:07d}":
-        validation = PackedDataset(args.corpus.select("valid"), args.long, train=False)
-        Trainer(run, model_config(arm, args.preset), train_config(arm, steps, args.seed), corpus=args.corpus,
-                checkpoint=latest, validation=validation).fit()
+    model_config, train_config = configs(arm, args)
+    validation = PackedDataset(args.corpus.select("valid"), args.long, train=False)
+    equal_time.train(run, model_config, equal_time.with_steps(train_config, steps), args.corpus, validation=validation)
     cached = run / "evaluation.json"
     if not cached.exists():
         evaluation = {str(length): evaluate(run, seq_len=length, batch_size=max(1, 8192 // length), max_sequences=args.eval_windows)
                       for length in (args.long, args.short)}
         cached.write_text(json.dumps(evaluation, indent=1) + "\n")
     evaluation = json.loads(cached.read_text())
-    points = curve(run)
+    points = equal_time.curve(run)
     _, length, batch, name = arm
     return {"arm": key, "name": name, "steps": steps, "tokens_per_step": length * batch,
             "train_seconds": points[-1]["seconds"] if points else None, "tokens": points[-1]["tokens"] if points else None,
@@ -189,7 +132,9 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     args.corpus, args.arms = EncodedCorpus.from_fasta(), arms(args.long, args.short)
-    steps = plan(out, args)["arms"]
+    identity = {"preset": args.preset, "long": args.long, "short": args.short, "seed": args.seed}
+    steps = equal_time.plan(out / "plan.json", {k: configs(arm, args) for k, arm in args.arms.items()}, args.corpus,
+                            args.minutes, identity)
     rows = [run_arm(out, key, steps[key]["steps"], args) for key in args.arms]
     result = {"preset": args.preset, "minutes": args.minutes, "long": args.long, "short": args.short, "seed": args.seed,
               "plan": steps, "rows": rows}

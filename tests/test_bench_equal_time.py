@@ -1,5 +1,6 @@
-"""benchmarks/context_at_equal_cost.py end to end at toy lengths: a plan from timed steps, three arms
-trained for it, evaluated on the same windows, and its docs section written from the results."""
+"""The equal-wall-clock benchmarks end to end at toy sizes: context_at_equal_cost.py (a plan from
+timed steps, three arms trained for it, evaluated on the same windows) and model_sweep.py (candidates
+at equal time, the winner's long-run command), each with its docs section written from its results."""
 
 import json
 import subprocess
@@ -12,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import context_at_equal_cost as bench  # noqa: E402
+import model_sweep  # noqa: E402
 
 
 def test_arms_see_the_same_tokens_per_step():
@@ -40,3 +42,24 @@ def test_equal_cost_runs_end_to_end_and_resumes(tmp_path):
     docs.write_text(f"{bench.BEGIN}\n{bench.END}\n")
     bench.update_docs(result, docs, tmp_path / "fig.png")
     assert "| Performer (FAVOR+), windows of 64 |" in docs.read_text() and (tmp_path / "fig.png").stat().st_size > 5_000
+
+
+@pytest.mark.slow
+def test_sweep_recommends_the_lowest_validation_perplexity(tmp_path):
+    command = [sys.executable, str(ROOT / "benchmarks" / "model_sweep.py"), "--minutes", "0.02", "--hours", "0.5",
+               "--candidates", "tiny:32:4", "tiny:64:2", "--out", str(tmp_path / "out")]
+    subprocess.run(command, check=True, capture_output=True, text=True, timeout=600)
+    result = json.loads((tmp_path / "out" / "results.json").read_text())
+    rows = {r["key"]: r for r in result["rows"]}
+    assert set(rows) == {"tiny-L32-B4", "tiny-L64-B2"}
+    best = min(rows.values(), key=lambda r: r["final"]["perplexity"])
+    recommendation = result["recommendation"]
+    assert recommendation["key"] == best["key"]
+    assert recommendation["steps"] == int(1800 / result["plan"][best["key"]]["seconds_per_step"])
+    assert f"--seq-len {best['seq_len']} --batch-size {best['batch_size']} --micro-batch-size {best['batch_size']} --max-steps {recommendation['steps']}" in recommendation["command"]
+    for row in rows.values():
+        assert row["curve"][-1]["step"] == row["steps"] and row["parameters"] > 100_000
+    docs = tmp_path / "results.md"
+    docs.write_text(f"{model_sweep.BEGIN}\n{model_sweep.END}\n")
+    model_sweep.update_docs(result, docs, tmp_path / "fig.png")
+    assert recommendation["command"] in docs.read_text() and (tmp_path / "fig.png").stat().st_size > 5_000
