@@ -48,3 +48,14 @@ def test_summary_over_seeds_and_the_differences_it_states(tmp_path):
     assert docs.read_text() == f"x\n{lm_table.BEGIN}\n{text}\n{lm_table.END}\ny\n"
     assert (tmp_path / "fig.png").stat().st_size > 5_000
     assert json.loads((tmp_path / "fig.json").read_text())["rows"][0]["arm"] == "mlm-none"
+
+
+def test_a_partial_table_names_what_is_not_yet_measured(tmp_path):
+    runs = [r for r in fake_runs({"mlm-softmax": 0.05}) if r["arm"].startswith("mlm")]
+    result = {"preset": "tiny", "steps": 10, "batch_size": 2, "seq_len": 8, "rows": lm_table.summarize(runs)}
+    text = lm_table.section(result)
+    assert "| **bidirectional (masked)**: empirical baseline |" in text and "unidirectional (next token)**" not in text
+    assert "Not yet measured: unidirectional no-context control (no attention); unidirectional Transformer (exact);" in text
+    assert "Verdict (test accuracy): fixed features have the best mean." in text
+    lm_table.figure(result, tmp_path / "fig.png")
+    assert (tmp_path / "fig.png").stat().st_size > 5_000
