@@ -11,7 +11,8 @@ weights analyzed are first copied to OUT/NAME/step-N/model (with the metrics up 
 analysis of a model sees the same step; results already in OUT/NAME/step-N are reused.
 Writes OUT/approximation_random.json, OUT/NAME/step-N/{similarity,attention_maps}_*, evaluation.json,
 approximation.json (+ real q/k) and report.html for favor-better, OUT/summary.json,
-and copies the figures to docs/figures/analysis_*.png.
+and copies the figures to docs/figures/analysis_*.png. ``--update-docs`` rewrites the sections between
+the ``analysis-*`` markers of docs/results.md from the summary (kept as docs/figures/analysis_summary.json).
 """
 
 from __future__ import annotations
@@ -85,6 +86,78 @@ def table_rows(table: dict, statistic: str = "median") -> dict:
     return {kernel: {proj: {m: v[statistic] for m, v in rows.items()} for proj, rows in by.items()} for kernel, by in table.items()}
 
 
+KERNEL_NAMES = {"softmax": "positive (FAVOR+)", "softmax_trig": "trigonometric", "softmax_hyperbolic": "hyperbolic"}
+ROOT = Path(__file__).resolve().parents[1]
+DOCS, SUMMARY = ROOT / "docs" / "results.md", ROOT / "docs" / "figures" / "analysis_summary.json"
+SECTIONS = ("analysis-approximation", "analysis-attention", "analysis-similarity")
+
+
+def markers(key: str) -> tuple[str, str]:
+    return f"<!-- {key}:begin (written by benchmarks/analyses.py) -->", f"<!-- {key}:end -->"
+
+
+def error_table(rows: dict, fmt: str) -> list[str]:
+    counts = list(next(iter(rows.values()))["orthogonal"])
+    lines = ["| features | projection | " + " | ".join(f"M = {m}" for m in counts) + " |",
+             "|---|---|" + "---:|" * len(counts)]
+    for kernel, by in rows.items():
+        for projection in ("orthogonal", "iid"):
+            lines.append(f"| {KERNEL_NAMES.get(kernel, kernel)} | {projection} | "
+                         + " | ".join(format(by[projection][m], fmt) for m in counts) + " |")
+    return lines
+
+
+def orthogonal_wins(rows: dict) -> str:
+    cells = [(by["orthogonal"][m], by["iid"][m]) for by in rows.values() for m in by["orthogonal"]]
+    return f"{sum(o < i for o, i in cells)} of {len(cells)}"
+
+
+def approximation_section(summary: dict) -> str:
+    r = summary["random"]
+    lines = [f"Random inputs: L = {r['length']}, d = {r['dim']}, {r['samples']} samples ({r['seconds']:.0f} s). Median over the",
+             "samples of the relative error per row, ‖Â_i − A_i‖ / ‖A_i‖ averaged over rows (comparable across L):", "",
+             *error_table(r["median_relative"], ".3f"), "",
+             "The paper's measure, the mean squared error over the L² entries (it shrinks as 1/L² with rows that sum",
+             "to one, so it compares only at equal L):", "", *error_table(r["median_mse"], ".2e"), "",
+             f"Orthogonal below iid in {orthogonal_wins(r['median_relative'])} cells (relative error).", ""]
+    real = summary["models"].get(BETTER, {}).get("approximation")
+    if real:
+        lines += [f"Real q/k of `{BETTER}` (after rotary, every layer and head on the first {real['sequences']} test-split proteins,",
+                  f"cropped to 1024: {real['samples']} (sequence, layer, head) samples, d = {real['dim']}, "
+                  f"{real['residues']:,} residues); relative error per row:", "",
+                  *error_table(real["median_relative"], ".3f"), "", "Mean squared error:", "",
+                  *error_table(real["median_mse"], ".2e"), "",
+                  f"Orthogonal below iid in {orthogonal_wins(real['median_relative'])} cells (relative error)."]
+    return "\n".join(lines).rstrip()
+
+
+def attention_section(summary: dict) -> str:
+    lines = ["| model | layer | head | mass within \\|i − j\\| ≤ 2 | top residue's mean attention | mean \\|i − j\\| |",
+             "|---|---:|---:|---:|---:|---:|"]
+    for name in (BETTER, "exact-tiny"):
+        for layer, heads in enumerate(summary["models"].get(name, {}).get("attention_maps", []), 1):
+            for head, h in enumerate(heads, 1):
+                lines.append(f"| {name} | {layer} | {head} | {h['local']:.3f} | {h['top_column']:.3f} | {h['mean_distance']:.1f} |")
+    return "\n".join(lines)
+
+
+def similarity_section(summary: dict) -> str:
+    lines = ["| model | steps | Spearman ρ vs BLOSUM62 | p-value | pairs | sequences / residues | masked-LM test accuracy / perplexity |",
+             "|---|---:|---:|---:|---:|---:|---:|"]
+    for name, entry in summary["models"].items():
+        c, sim, e = entry["similarity"]["comparison"], entry["similarity"], entry["evaluation"]
+        lines.append(f"| {name} | {entry['step']} | {c['spearman']:+.3f} | {c['p_value']:.2g} | {c['pairs']} | "
+                     f"{sim['sequences']} / {sim['residues']:,} | {100 * e['accuracy']:.2f}% / {e['perplexity']:.2f} |")
+    return "\n".join(lines)
+
+
+def update_docs(summary: dict, docs: Path = DOCS, summary_path: Path = SUMMARY) -> None:
+    from docs_section import publish
+
+    for key, build in zip(SECTIONS, (approximation_section, attention_section, similarity_section), strict=True):
+        publish(docs, markers(key), build(summary), summary, summary_path, None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shared", default="runs/shared")
@@ -97,6 +170,7 @@ def main() -> None:
     parser.add_argument("--length", type=int, default=4096)
     parser.add_argument("--sequences", type=int, default=800)
     parser.add_argument("--max-length", type=int, default=1024)
+    parser.add_argument("--update-docs", action="store_true", help=f"rewrite the analysis sections of {DOCS.name}")
     args = parser.parse_args()
     shared, out, figures = Path(args.shared), Path(args.out), Path(args.figures)
 
@@ -153,6 +227,8 @@ def main() -> None:
         print(f"{name}: Spearman vs BLOSUM62 {c['spearman']:.4f} (p = {c['p_value']:.3g}, {c['pairs']} pairs, "
               f"{entry['similarity']['residues']:,} residues)")
     print(f"wrote {out / 'summary.json'}")
+    if args.update_docs:
+        update_docs(summary)
 
 
 if __name__ == "__main__":
