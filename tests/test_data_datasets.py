@@ -60,6 +60,24 @@ def test_subset_and_select_partition_the_corpus():
         corpus.select("validation")
 
 
+def test_selections_are_views_that_copy_no_residues():
+    corpus, seqs = random_corpus(n=400)
+    train = corpus.select("train")
+    picked = train.subset([7, 3, 3, 0])  # a view of a view
+    assert np.shares_memory(train[0], corpus.residues) and np.shares_memory(picked[1], corpus.residues)
+    assert [A.decode(picked[i]) for i in range(4)] == [A.decode(train[i]) for i in (7, 3, 3, 0)]
+    assert list(picked.ids) == [train.ids[i] for i in (7, 3, 3, 0)] and picked.ids[-1] == train.ids[0]
+    copied = EncodedCorpus.from_sequences([A.decode(train[i]) for i in range(len(train))], list(train.ids))
+    assert train.lengths.tolist() == copied.lengths.tolist() and train.num_residues == copied.num_residues
+    assert np.array_equal(train.residues, copied.residues) and np.array_equal(train.offsets, copied.offsets)
+    assert np.array_equal(train.residue_counts(len(A)), np.bincount(copied.residues, minlength=len(A)))
+    for regime in (PackedDataset(train, seq_len=29, train=False), SingleSequenceDataset(train, seq_len=40, train=False)):
+        other = type(regime)(copied, seq_len=regime.seq_len, train=False)
+        assert len(regime) == len(other) and all(torch.equal(regime[g], other[g]) for g in range(len(other)))
+    with pytest.raises(IndexError):
+        train.subset([len(train)])
+
+
 def test_from_fasta_split_matches_select(tmp_path):
     corpus, seqs = random_corpus(n=300)
     path = tmp_path / "c.fasta"

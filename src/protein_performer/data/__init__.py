@@ -5,8 +5,10 @@ Knows nothing about models. The pieces, in the order data flows through them:
 - :class:`Alphabet` (``alphabet.py``): 30 tokens with fixed ids; tokenizes, checks and pads sequences.
 - :class:`FastaReader` (``fasta.py``): streaming, validating FASTA (plain or gzip) -> records.
 - :func:`split_of` (``split.py``): accession -> ``"train"`` / ``"valid"`` / ``"test"`` by hash.
-- :class:`EncodedCorpus`, :class:`SingleSequenceDataset`, :class:`PackedDataset` (``datasets.py``):
-  the corpus in memory and the paper's two regimes, addressed by global step for exact resume.
+- :class:`EncodedCorpus` (``corpus.py``): the corpus in memory or memory-mapped, and views of it.
+- :func:`prepare` (``prepare.py``): FASTA -> a memory-mappable corpus directory, streaming.
+- :class:`SingleSequenceDataset`, :class:`PackedDataset` (``datasets.py``): the paper's two regimes,
+  addressed by global step for exact resume.
 - :class:`MaskedLMCollator`, :class:`CausalLMCollator` (``collate.py``): padded batches with labels.
 """
 
@@ -19,10 +21,8 @@ from .alphabet import (
     Alphabet,
 )
 from .collate import IGNORE_INDEX, CausalLMCollator, MaskedLMCollator
+from .corpus import DATA_DIR, DEFAULT_CORPUS_PATH, EncodedCorpus
 from .datasets import (
-    DATA_DIR,
-    DEFAULT_CORPUS_PATH,
-    EncodedCorpus,
     GlobalIndexDataset,
     PackedDataset,
     SingleSequenceDataset,

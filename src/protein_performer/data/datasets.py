@@ -1,4 +1,4 @@
-"""An encoded in-memory corpus and the paper's two training regimes over it, addressed by global step.
+"""The paper's two training regimes over an :class:`~protein_performer.data.corpus.EncodedCorpus`, addressed by global step.
 
 Regimes (arXiv 2009.14794 §4.4):
 
@@ -18,9 +18,7 @@ or a run on a different number of ranks or workers sees exactly the same data at
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Iterable, Iterator, Sequence
-from pathlib import Path
+from collections.abc import Iterator
 from typing import NamedTuple
 
 import numpy as np
@@ -30,126 +28,7 @@ from torch.utils.data import Dataset
 
 from ..seeding import stable_hash
 from .alphabet import DEFAULT_ALPHABET, Alphabet
-from .fasta import FastaReader
-from .jsonlines import read_json_lines
-from .split import SPLITS, split_of
-
-# The embedded corpus and PDB slice ship inside the package (package data), so they are found from a
-# wheel as from a checkout.
-DATA_DIR = Path(__file__).resolve().parent / "embedded"
-DEFAULT_CORPUS_PATH = DATA_DIR / "swissprot2014_sp50_40k.fasta.gz"
-
-
-class EncodedCorpus:
-    """Proteins encoded as token ids, stored back to back in one ``uint8`` array.
-
-    ``residues`` ``[N]`` holds the residue ids of all proteins (no specials); protein ``i`` is
-    ``residues[offsets[i]:offsets[i + 1]]``; ``offsets`` ``[n + 1]`` int64; ``ids[i]`` its accession.
-    """
-
-    def __init__(self, ids: Sequence[str], residues: np.ndarray, offsets: np.ndarray) -> None:
-        if len(offsets) != len(ids) + 1 or offsets[0] != 0 or offsets[-1] != len(residues):
-            raise ValueError("offsets must be [0, ..., len(residues)] with one entry per id plus one")
-        self.ids: list[str] = list(ids)
-        self.residues = np.ascontiguousarray(residues, dtype=np.uint8)
-        self.offsets = np.asarray(offsets, dtype=np.int64)
-        self.skipped_records = 0  # malformed FASTA records left out (``from_fasta(skip_invalid=True)``)
-
-    @classmethod
-    def from_fasta(
-        cls,
-        path: str | os.PathLike[str] = DEFAULT_CORPUS_PATH,
-        *,
-        split: str | None = None,
-        skip_invalid: bool = False,
-        alphabet: Alphabet = DEFAULT_ALPHABET,
-    ) -> EncodedCorpus:
-        """Read and encode a FASTA file (the shipped 40k Swiss-Prot corpus by default).
-
-        ``split`` (``"train"``, ``"valid"``, ``"test"``) keeps only the proteins of that split
-        (see :func:`~protein_performer.data.split.split_of`). Validation as in
-        :class:`~protein_performer.data.fasta.FastaReader`.
-        """
-        if split is not None and split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS} or None, got {split!r}")
-        ids: list[str] = []
-        chunks: list[np.ndarray] = []
-        reader = FastaReader(path, skip_invalid=skip_invalid)
-        for record in reader:
-            if split is None or split_of(record.id) == split:
-                ids.append(record.id)
-                chunks.append(alphabet.encode_array(record.sequence))
-        corpus = cls._from_chunks(ids, chunks)
-        corpus.skipped_records = reader.stats.skipped_records
-        return corpus
-
-    @classmethod
-    def from_file(cls, path: str | os.PathLike[str], *, split: str | None = None) -> EncodedCorpus:
-        """FASTA (plain or .gz, see :meth:`from_fasta`), or JSON lines with ``id`` and ``sequence`` (e.g.
-        the PDB evaluation set; ``split`` does not apply to them). Errors name the file and line."""
-        path = Path(path)
-        if ".jsonl" not in path.suffixes:
-            return cls.from_fasta(path, split=split)
-        expected = "a JSON object with 'id' and 'sequence'"
-        ids, sequences = [], []
-        for where, row in read_json_lines(path, expected=expected):
-            try:
-                record_id, sequence = row["id"], row["sequence"].strip().upper()
-            except (KeyError, AttributeError):
-                raise ValueError(f"{where}: expected {expected}") from None
-            problem = DEFAULT_ALPHABET.residue_problem(sequence)
-            if problem:
-                raise ValueError(f"{where}: record {record_id!r} has {problem}: fix or remove it")
-            ids.append(str(record_id)), sequences.append(sequence)
-        if not sequences:
-            raise ValueError(f"{path} holds no sequences")
-        return cls.from_sequences(sequences, ids)
-
-    @classmethod
-    def from_sequences(
-        cls, sequences: Iterable[str], ids: Iterable[str] | None = None, *, alphabet: Alphabet = DEFAULT_ALPHABET
-    ) -> EncodedCorpus:
-        """Encode plain letter strings (ids default to ``"seq0"``, ``"seq1"``, ...)."""
-        chunks = [alphabet.encode_array(s) for s in sequences]
-        names = list(ids) if ids is not None else [f"seq{i}" for i in range(len(chunks))]
-        if len(names) != len(chunks):
-            raise ValueError(f"got {len(chunks)} sequences but {len(names)} ids")
-        return cls._from_chunks(names, chunks)
-
-    @classmethod
-    def _from_chunks(cls, ids: list[str], chunks: list[np.ndarray]) -> EncodedCorpus:
-        offsets = np.zeros(len(chunks) + 1, dtype=np.int64)
-        np.cumsum([len(c) for c in chunks], out=offsets[1:])
-        residues = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.uint8)
-        return cls(ids, residues, offsets)
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def __getitem__(self, i: int) -> np.ndarray:
-        """Residue ids of protein ``i``, ``uint8`` ``[T_i]`` (a view, no copy)."""
-        return self.residues[self.offsets[i] : self.offsets[i + 1]]
-
-    @property
-    def lengths(self) -> np.ndarray:
-        """Protein lengths, int64 ``[n]``."""
-        return np.diff(self.offsets)
-
-    @property
-    def num_residues(self) -> int:
-        return len(self.residues)
-
-    def subset(self, indices: Sequence[int] | np.ndarray) -> EncodedCorpus:
-        """A new corpus with the proteins at ``indices``, in that order."""
-        idx = np.asarray(indices, dtype=np.int64)
-        chunks = [self[i] for i in idx.tolist()]
-        return self._from_chunks([self.ids[i] for i in idx.tolist()], chunks)
-
-    def select(self, split: str) -> EncodedCorpus:
-        """The proteins of one split (``"train"``, ``"valid"`` or ``"test"``), in corpus order."""
-        if split not in SPLITS:
-            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-        return self.subset([i for i, acc in enumerate(self.ids) if split_of(acc) == split])
+from .corpus import EncodedCorpus
 
 
 class StepBatch(NamedTuple):
@@ -308,22 +187,34 @@ class PackedDataset(GlobalIndexDataset):
         if seq_len < 1:
             raise ValueError(f"seq_len must be positive, got {seq_len}")
         self.seq_len = seq_len
-        # Build the stream with vectorized scatters: <eos> of protein i lands at offsets[i+1] + i.
-        n = len(corpus)
-        self.stream = np.empty(corpus.num_residues + n, dtype=np.uint8)
-        eos_at = corpus.offsets[1:] + np.arange(n)
-        is_residue = np.ones(len(self.stream), dtype=bool)
-        is_residue[eos_at] = False
-        self.stream[is_residue] = corpus.residues
-        self.stream[eos_at] = alphabet.eos_idx
-        full, tail = divmod(len(self.stream), seq_len)
+        self.corpus, self.eos_idx = corpus, alphabet.eos_idx
+        # The stream is never built: protein i occupies [ends[i] - len_i - 1, ends[i]) of it, its
+        # <eos> last, and a window is gathered from the proteins it overlaps (8 bytes per protein).
+        self.ends = np.cumsum(corpus.lengths + 1)
+        total = int(self.ends[-1]) if len(self.ends) else 0
+        full, tail = divmod(total, seq_len)
         self.num_windows = full + (1 if tail and not drop_last else 0)
         if self.num_windows == 0:
-            raise ValueError(f"the corpus ({len(self.stream)} tokens with <eos>) is shorter than one window of {seq_len}")
+            raise ValueError(f"the corpus ({total} tokens with <eos>) is shorter than one window of {seq_len}")
 
     def _num_items(self) -> int:
         return self.num_windows
 
     def _make_sample(self, item: int, index: int) -> Tensor:
-        window = self.stream[item * self.seq_len : (item + 1) * self.seq_len]
-        return torch.from_numpy(window.astype(np.int64))
+        start = item * self.seq_len
+        stop = min(start + self.seq_len, int(self.ends[-1]))
+        out = np.empty(stop - start, dtype=np.int64)
+        protein = int(np.searchsorted(self.ends, start, side="right"))
+        position = start
+        while position < stop:
+            end = int(self.ends[protein])  # one past this protein's <eos>
+            residues = self.corpus[protein]
+            first = end - len(residues) - 1  # where its residues begin in the stream
+            take = residues[position - first : stop - first]  # empty when only its <eos> is left
+            out[position - start : position - start + len(take)] = take
+            position += len(take)
+            if position < stop and position == end - 1:
+                out[position - start] = self.eos_idx
+                position += 1
+            protein += 1
+        return torch.from_numpy(out)

@@ -42,7 +42,7 @@ def make_dataset(corpus: EncodedCorpus, train_config: TrainConfig, *, train: boo
 def amino_acid_frequencies(corpus: EncodedCorpus, *, with_eos: bool) -> list[float]:
     """Token frequencies ``[V]`` of a corpus's prediction targets (residues, plus one ``<eos>`` per
     protein for next-token models): the paper's empirical baseline. Add-one smoothed."""
-    counts = np.bincount(corpus.residues, minlength=len(DEFAULT_ALPHABET)).astype(np.float64)
+    counts = corpus.residue_counts(len(DEFAULT_ALPHABET)).astype(np.float64)
     if with_eos:
         counts[DEFAULT_ALPHABET.eos_idx] += len(corpus)
     counts[list(DEFAULT_ALPHABET.residue_idx)] += 1
