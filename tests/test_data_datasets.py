@@ -61,7 +61,7 @@ def test_subset_and_select_partition_the_corpus():
 
 
 def test_selections_are_views_that_copy_no_residues():
-    corpus, seqs = random_corpus(n=400)
+    corpus, _ = random_corpus(n=400)
     train = corpus.select("train")
     picked = train.subset([7, 3, 3, 0])  # a view of a view
     assert np.shares_memory(train[0], corpus.residues) and np.shares_memory(picked[1], corpus.residues)

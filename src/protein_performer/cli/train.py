@@ -1,4 +1,4 @@
-"""``train``, ``evaluate`` and ``convert``: making models."""
+"""``prepare``, ``train``, ``evaluate`` and ``convert``: making models."""
 
 from __future__ import annotations
 
@@ -53,6 +53,18 @@ def run_train(args: argparse.Namespace) -> int:
             print(f"validation: accuracy {100 * final['accuracy']:.2f}%, perplexity {final['perplexity']:.3f}")
     finally:
         dist.close()
+    return 0
+
+
+def run_prepare(args: argparse.Namespace) -> int:
+    from ..data import prepare
+
+    manifest = prepare(args.fasta, args.out, skip_invalid=args.skip_invalid, check_duplicates=not args.no_duplicate_check,
+                       progress=show_progress(args))
+    skipped = manifest["skipped"]["skipped_records"]
+    splits = ", ".join(f"{s} {v['proteins']:,}" for s, v in manifest["splits"].items())
+    print(f"prepared {manifest['proteins']:,} proteins ({manifest['residues']:,} residues; {splits}) in {manifest['seconds']:.1f} s"
+          f"{f', skipped {skipped:,} malformed records' if skipped else ''} -> {args.out}")
     return 0
 
 
@@ -123,9 +135,21 @@ take about 20 minutes there in fp32):
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    prep = sub.add_parser("prepare", help="tokenize a FASTA once into a memory-mapped corpus directory (for --data)",
+                          epilog="example (the embedded corpus, 40,000 proteins: about 2 s):\n"
+                                 "  protein-performer prepare --fasta big.fasta.gz --out corpora/big")
+    prep.set_defaults(func=run_prepare, parser=prep)
+    prep.add_argument("--fasta", required=True, help="FASTA file (plain or .gz), read as a stream")
+    prep.add_argument("--out", required=True, help="the corpus directory to create (must not exist)")
+    prep.add_argument("--skip-invalid", action="store_true", help="skip and count malformed records instead of stopping")
+    prep.add_argument("--no-duplicate-check", action="store_true",
+                      help="do not check ids for duplicates (the check keeps every id in memory: ~100 bytes each)")
+    add_quiet(prep)
+
     train = sub.add_parser("train", help="train a protein language model (default: the embedded corpus)", epilog=TRAIN_EXAMPLE)
     train.set_defaults(func=run_train, parser=train)
-    train.add_argument("--data", help="FASTA file (plain or .gz) (default: the embedded Swiss-Prot corpus)")
+    train.add_argument("--data", help="FASTA file (plain or .gz) or a corpus directory from `prepare` "
+                                      "(default: the embedded Swiss-Prot corpus)")
     train.add_argument("--out", default="runs/train", help="run directory (checkpoints, metrics, plots)")
     train.add_argument("--preset", choices=list(PRESETS), help="model size (default: tiny)")
     train.add_argument("--config", help="model config JSON (a PerformerConfig) instead of --preset (default: none)")
@@ -173,7 +197,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                                "  protein-performer evaluate --checkpoint runs/demo --max-sequences 200")
     ev.set_defaults(func=run_evaluate, parser=ev)
     ev.add_argument("--checkpoint", required=True, help="run directory (or a model directory with train_config.json)")
-    ev.add_argument("--data", help="FASTA or JSON-lines file (default: the test split of the embedded corpus)")
+    ev.add_argument("--data", help="FASTA or JSON-lines file, or a corpus directory from `prepare` (all its proteins) "
+                                   "(default: the test split of the embedded corpus)")
     ev.add_argument("--batch-size", type=int, default=8, help="sequences per forward pass")
     ev.add_argument("--max-sequences", type=int, help="evaluate the first N sequences only (default: all)")
     ev.add_argument("--seq-len", type=int, help="crop length (default: the run's training --seq-len)")

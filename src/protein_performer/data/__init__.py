@@ -6,7 +6,7 @@ Knows nothing about models. The pieces, in the order data flows through them:
 - :class:`FastaReader` (``fasta.py``): streaming, validating FASTA (plain or gzip) -> records.
 - :func:`split_of` (``split.py``): accession -> ``"train"`` / ``"valid"`` / ``"test"`` by hash.
 - :class:`EncodedCorpus` (``corpus.py``): the corpus in memory or memory-mapped, and views of it.
-- :func:`prepare` (``prepare.py``): FASTA -> a memory-mappable corpus directory, streaming.
+- :func:`prepare` (``prepared.py``): FASTA -> a memory-mappable corpus directory, streaming.
 - :class:`SingleSequenceDataset`, :class:`PackedDataset` (``datasets.py``): the paper's two regimes,
   addressed by global step for exact resume.
 - :class:`MaskedLMCollator`, :class:`CausalLMCollator` (``collate.py``): padded batches with labels.
@@ -29,6 +29,7 @@ from .datasets import (
     StepBatch,
 )
 from .fasta import FastaError, FastaReader, FastaRecord, FastaStats, file_fingerprint, read_fasta
+from .prepared import PreparedCorpusError, data_fingerprint, open_prepared, prepare
 from .split import SPLIT_FRACTIONS, SPLITS, split_bucket, split_of
 
 __all__ = [
@@ -52,9 +53,13 @@ __all__ = [
     "GlobalIndexDataset",
     "MaskedLMCollator",
     "PackedDataset",
+    "PreparedCorpusError",
     "SingleSequenceDataset",
     "StepBatch",
+    "data_fingerprint",
     "file_fingerprint",
+    "open_prepared",
+    "prepare",
     "read_fasta",
     "split_bucket",
     "split_of",

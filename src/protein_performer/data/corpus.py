@@ -1,5 +1,5 @@
 """Proteins encoded as token ids: :class:`EncodedCorpus`, in memory or memory-mapped from a prepared
-corpus directory (``prepare.py``), and selections of it (a split, a subset) that copy nothing.
+corpus directory (``prepared.py``), and selections of it (a split, a subset) that copy nothing.
 
 Storage: all residues back to back in one ``uint8`` array, ``int64`` offsets (protein ``j`` is
 ``residues[offsets[j]:offsets[j + 1]]``) and the ids. A corpus is that storage plus an optional
@@ -106,7 +106,7 @@ class EncodedCorpus:
         evaluation set; ``split`` does not apply to them). Errors name the file and line."""
         path = Path(path)
         if path.is_dir():
-            from .prepare import open_prepared
+            from .prepared import open_prepared
 
             corpus = open_prepared(path)
             return corpus if split is None else corpus.select(split)

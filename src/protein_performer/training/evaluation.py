@@ -100,7 +100,7 @@ def evaluate(checkpoint: str | os.PathLike, data: str | os.PathLike | None = Non
         raise ValueError(f"no sequences to evaluate in {data or DEFAULT_CORPUS_PATH}")
     frequencies = run.read_frequencies(config.vocab_size)
     if frequencies is None:
-        frequencies = amino_acid_frequencies(EncodedCorpus.from_fasta(tc.data, split="train"), with_eos=config.causal)
+        frequencies = amino_acid_frequencies(EncodedCorpus.from_file(tc.data, split="train"), with_eos=config.causal)
     dataset = make_dataset(corpus, tc, train=False)
     result = evaluate_dataset(model, dataset, make_collator(config, evaluation=True), batch_size=batch_size, max_sequences=max_sequences,
                               precision=tc.precision, frequencies=frequencies, progress=progress)

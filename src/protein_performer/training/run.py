@@ -17,7 +17,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..data import EncodedCorpus, file_fingerprint
+from ..data import EncodedCorpus, data_fingerprint, open_prepared
 from ..model import PRESETS, PerformerConfig, preset
 from ..rundir import LOCK, RunDir
 from .config import TrainConfig
@@ -66,7 +66,7 @@ def _check_resumed(tc: TrainConfig, model_config: PerformerConfig, recorded: Run
                              f"keeps its settings (only `max_steps` may change); drop it, or start a new run")
     if not Path(tc.data).exists():
         raise FileNotFoundError(f"{tc.data} not found: the run was trained on it ({recorded.train_config}) and resumes only on it")
-    if tc.data_fingerprint and file_fingerprint(tc.data) not in ("", tc.data_fingerprint):
+    if tc.data_fingerprint and data_fingerprint(tc.data) not in ("", tc.data_fingerprint):
         raise ValueError(f"{tc.data} changed since the run started ({recorded.train_config} records {tc.data_fingerprint}): "
                          f"a resumed run trains only on the data it started with")
 
@@ -117,7 +117,7 @@ def _settings(run: RunDir, checkpoint: RunDir | None, *, resume: bool, init_from
     if "data" in train_options:  # recorded whole, so that a resume from another folder finds it
         train_options = {**train_options, "data": str(Path(train_options["data"]).absolute())}
     tc = TrainConfig(**train_options)
-    tc.data_fingerprint = file_fingerprint(tc.data)
+    tc.data_fingerprint = data_fingerprint(tc.data)
     model_config = _new_model_config(init_from=init_from, config=config, preset_name=preset_name,
                                      model_options=model_options, train_config=tc)
     return model_config, tc
@@ -147,7 +147,7 @@ def start_training(out: str | os.PathLike, *, resume: bool = False, init_from: s
                                      model_options=model_options, train_options=train_options)
         tc.micro_batch_size = min(tc.micro_batch_size, tc.batch_size)
         model_config.check_fits(16, "training (weights, gradients, two optimizer moments)")
-        corpus = EncodedCorpus.from_fasta(tc.data, skip_invalid=skip_invalid)
+        corpus = open_prepared(tc.data) if Path(tc.data).is_dir() else EncodedCorpus.from_fasta(tc.data, skip_invalid=skip_invalid)
         if len(corpus) == 0:
             raise ValueError(f"{tc.data} holds no sequences: nothing to train on")
         if len(corpus.select("train")) == 0:
