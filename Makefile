@@ -2,7 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# The CPU build of PyTorch (pyproject keeps torch>=2.4 for users with GPUs).
+# The CPU build of PyTorch (pyproject keeps torch>=2.6 for users with GPUs).
 TORCH_PIN ?= torch==2.13.0
 
 .PHONY: demo test test-fast lint install bench clean

@@ -102,6 +102,37 @@ def test_fsdp_matches_and_writes_a_loadable_checkpoint(fasta, single, tmp_path):
     assert torch.isfinite(plm.residue_log_probs("MKTAYIAKQR")).all()
 
 
+def test_sharded_checkpoint_of_two_ranks_resumes_on_one_process(fasta, single, tmp_path):
+    out = tmp_path / "sharded"
+    train(out, fasta, "--max-steps", "3", "--fsdp", procs=2)
+    checkpoint = out / "checkpoints" / "step-0000003"
+    shards = sorted(p.name for p in (checkpoint / "sharded").iterdir())
+    assert ".metadata" in shards and len([p for p in shards if p.endswith(".distcp")]) == 2  # one file per rank
+    assert json.loads((checkpoint / "trainer_state.json").read_text())["optimizer"] == {"sharded": True}
+    train(out, fasta, "--max-steps", "6", "--resume")  # one process, no FSDP: DCP reshards on load
+    assert_close_weights(out, single)
+    assert_same_metrics(out, single)
+
+
+def test_two_nodes_through_a_c10d_rendezvous_equal_one_process(fasta, single, tmp_path):
+    """Two torchrun launchers, one process each, joined on localhost as two "nodes" would be."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    out = tmp_path / "nodes"
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", "--rdzv-backend", "c10d",
+                "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-id", "two-nodes", "-m", "protein_performer", "train",
+                "--data", str(fasta), "--out", str(out), *ARGS, "--max-steps", "6"]
+    nodes = [subprocess.Popen(launcher, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV) for _ in range(2)]
+    results = [node.communicate(timeout=300) for node in nodes]
+    assert all(node.returncode == 0 for node in nodes), [err[-2000:] for _, err in results]
+    assert any("on 2 processes" in err for _, err in results)
+    assert_close_weights(out, single)
+    assert_same_metrics(out, single)
+
+
 def alive(pid: int) -> bool:
     try:
         return "zombie" not in Path(f"/proc/{pid}/status").read_text()
@@ -141,6 +172,18 @@ def test_bad_launches_fail_with_one_line(fasta, tmp_path):
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines() == ["protein-performer: error: --fsdp shards the model over processes: "
                                                   "launch with torchrun (see docs/distributed.md)"]
+    result = train(tmp_path / "c", fasta, "--max-steps", "1", "--collective-timeout", "0", check=False)
+    assert result.returncode == 2 and result.stderr.strip().splitlines() == [
+        "protein-performer: error: --collective-timeout must be positive (minutes), got 0.0"]
+
+
+def test_fsdp_in_bf16_keeps_fp32_weights(fasta, tmp_path):
+    out = tmp_path / "bf16"
+    train(out, fasta, "--max-steps", "2", "--fsdp", "--precision", "bf16", "--save-every", "2", procs=2)
+    weights = load_file(str(out / "model.safetensors"))
+    assert all(w.dtype == torch.float32 and torch.isfinite(w).all() for w in weights.values())
+    losses = [json.loads(line).get("train/loss") for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any(loss is not None and 2.0 < loss < 4.0 for loss in losses)
 
 
 def _check_worker(rank: int, store_path: str, same: bool, failures) -> None:

@@ -8,7 +8,9 @@ file's name is spelled once, here. Layout of a run directory ``DIR``::
     DIR/frequencies.json                     the training split's token frequencies (the baseline)
     DIR/metrics.jsonl, training_curves.png   the training log and its plot; DIR/tensorboard/
     DIR/checkpoints/step-0000100/            a complete checkpoint: the model files, the training
-                                             settings and the trainer state (trainer_state.*)
+                                             settings and the trainer state (trainer_state.*); with
+                                             FSDP also sharded/: model and optimizer state written
+                                             by every rank (torch.distributed.checkpoint)
     DIR/checkpoints/latest                   the name of the newest complete checkpoint
 
 Why every write goes through :func:`atomic_write`: a file is written under a temporary name, flushed
@@ -42,6 +44,7 @@ TENSORBOARD = "tensorboard"
 CHECKPOINTS = "checkpoints"
 LATEST = "latest"
 STATE_TENSORS, STATE_JSON = "trainer_state.safetensors", "trainer_state.json"
+SHARDED = "sharded"  # a checkpoint's torch.distributed.checkpoint folder (FSDP runs)
 LOCK = ".protein-performer.lock"  # held (flock) by the one process writing the directory
 # What a model carries beyond its weights: what evaluate needs to score it as its run did.
 COMPANIONS = (TRAIN_CONFIG, FREQUENCIES)
@@ -180,6 +183,7 @@ class RunDir:
     checkpoints = property(lambda self: self.path / CHECKPOINTS)
     state_tensors = property(lambda self: self.path / STATE_TENSORS)
     state_json = property(lambda self: self.path / STATE_JSON)
+    sharded = property(lambda self: self.path / SHARDED)
 
     # -- one writer at a time ------------------------------------------------------------------------
     def lock(self) -> RunLock:
@@ -303,16 +307,25 @@ class RunDir:
                 shutil.copyfile(source / name, self / name)
 
     # -- checkpoints ---------------------------------------------------------------------------------
+    def staged_checkpoint(self, step: int, *, fresh: bool) -> RunDir:
+        """The temporary folder a checkpoint of ``step`` is written into before it is renamed into
+        place; ``fresh`` empties it first (the process that stages it, before others write shards)."""
+        tmp = RunDir(self.checkpoints / f".step-{step:07d}.tmp")
+        if fresh:
+            shutil.rmtree(tmp.path, ignore_errors=True)
+            tmp.path.mkdir(parents=True)
+        return tmp
+
     def write_checkpoint(self, step: int, *, config: PerformerConfig, weights: dict[str, Tensor],
-                         state_tensors: dict[str, Tensor], state: dict, train_config: dict) -> RunDir:
+                         state_tensors: dict[str, Tensor], state: dict, train_config: dict, staged: bool = False) -> RunDir:
         """A complete checkpoint for ``step``: written into a temporary folder, renamed into place, then
         ``latest`` moved; the run directory itself then holds the newest weights. Older checkpoints
-        beyond the last two are removed."""
+        beyond the last two are removed. ``staged``: the folder (:meth:`staged_checkpoint`) already
+        holds what other processes wrote into it (the shards), and is completed, not emptied."""
         root = self.checkpoints
         root.mkdir(parents=True, exist_ok=True)
         name = f"step-{step:07d}"
-        tmp = RunDir(root / f".{name}.tmp")
-        shutil.rmtree(tmp.path, ignore_errors=True)
+        tmp = self.staged_checkpoint(step, fresh=not staged)
         tmp.write_model(weights, config)
         write_safetensors(tmp.state_tensors, state_tensors)
         atomic_write(tmp.state_json, json.dumps(state, indent=1) + "\n")

@@ -13,6 +13,7 @@ from ..convert.distill import DistillSettings
 from ..errors import UserError
 from ..model.config import ATTENTIONS, OBJECTIVES, POSITIONS, PRESETS, PerformerConfig
 from ..training.config import LR_SCHEDULES, PRECISIONS, TrainConfig
+from ..training.distributed import DEFAULT_TIMEOUT_MINUTES
 from .common import add_model_options, add_quiet, add_threads, attention_name, show_progress
 
 MODEL_OPTIONS = ("attention", "kernel", "objective", "dropout", "num_features", "redraw_interval", "positions")
@@ -24,7 +25,9 @@ def run_train(args: argparse.Namespace) -> int:
     from ..training import start_training
     from ..training.distributed import from_env
 
-    dist = from_env()
+    if args.collective_timeout <= 0:
+        raise UserError(f"--collective-timeout must be positive (minutes), got {args.collective_timeout}")
+    dist = from_env(args.collective_timeout)
     try:
         if args.fsdp and not dist.enabled:
             raise ValueError("--fsdp shards the model over processes: launch with torchrun (see docs/distributed.md)")
@@ -189,6 +192,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        help="start from this model directory: its config and weights (fine-tuning, e.g. converted) (default: none)")
     train.add_argument("--fsdp", action="store_true", help="shard parameters, gradients and optimizer state over the torchrun processes")
     train.add_argument("--skip-invalid", action="store_true", help="skip and count malformed FASTA records instead of stopping")
+    train.add_argument("--collective-timeout", type=float, default=DEFAULT_TIMEOUT_MINUTES, metavar="MINUTES",
+                       help="under torchrun: how long a rank waits for the others (e.g. during a slow checkpoint write) "
+                            "before the job fails (default: %(default)g)")
     add_threads(train)
     add_quiet(train)
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 from dataclasses import dataclass
+from datetime import timedelta
 
 import torch
 import torch.distributed as dist
@@ -78,15 +79,21 @@ def launched_by_torchrun() -> bool:
     return "TORCHELASTIC_RUN_ID" in os.environ or ("RANK" in os.environ and "WORLD_SIZE" in os.environ)
 
 
-def from_env() -> Distributed:
-    """Join the process group ``torchrun`` describes in the environment, or run alone."""
+DEFAULT_TIMEOUT_MINUTES = 60.0
+
+
+def from_env(timeout_minutes: float = DEFAULT_TIMEOUT_MINUTES) -> Distributed:
+    """Join the process group ``torchrun`` describes in the environment, or run alone. A collective
+    waits up to ``timeout_minutes`` for the slowest rank (e.g. one writing a large checkpoint to a
+    slow file system) before the job fails; torch's defaults are 10 (NCCL) and 30 (gloo) minutes."""
     if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
         return Distributed()
     context = Distributed(int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"]), int(os.environ.get("LOCAL_RANK", 0)))
     device = context.device()
     if not dist.is_initialized():
+        timeout = timedelta(minutes=timeout_minutes)
         if device.type == "cuda":
-            dist.init_process_group("nccl", device_id=device)
+            dist.init_process_group("nccl", device_id=device, timeout=timeout)
         else:
-            dist.init_process_group("gloo")
+            dist.init_process_group("gloo", timeout=timeout)
     return context

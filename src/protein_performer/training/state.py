@@ -38,9 +38,3 @@ def by_name(optimizer: dict, names: list[str]) -> dict:
     groups = [{**g, "params": [names[i] for i in g["params"]]} for g in optimizer["param_groups"]]
     return {"state": {names[int(i)]: v for i, v in optimizer["state"].items()}, "param_groups": groups}
 
-
-def by_index(optimizer: dict, names: list[str]) -> dict:
-    """Inverse of :func:`by_name`: the layout a single-process run writes."""
-    index = {name: i for i, name in enumerate(names)}
-    groups = [{**g, "params": [index[n] for n in g["params"]]} for g in optimizer["param_groups"]]
-    return {"state": {index[n]: v for n, v in optimizer["state"].items()}, "param_groups": groups}

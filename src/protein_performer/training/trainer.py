@@ -30,7 +30,7 @@ from .distributed import Distributed
 from .evaluation import evaluate_dataset
 from .objective import amino_acid_frequencies, lm_loss, make_collator, make_dataset, to_device
 from .plots import plot_training_curves
-from .state import by_index, by_name, optimizer_state, optimizer_tensors
+from .state import by_name, optimizer_state, optimizer_tensors
 
 
 def parameter_names(model: PerformerLM) -> tuple[list[str], list[str]]:
@@ -136,13 +136,16 @@ class Trainer:
         """The module the training forward runs through: the model itself, DDP around it, or the model
         sharded in place (each block, then the root with embeddings and the tied head)."""
         if self.fsdp:
-            from torch.distributed.fsdp import fully_shard
+            from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
             # Outputs are never modified in place, the case this warning is about.
             warnings.filterwarnings("ignore", message=r"FSDP2-wrapped module .* returned a view tensor")
+            # bf16: parameters gathered and computed in bf16, gradients reduced and weights kept in fp32.
+            policy = MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32) \
+                if self.tc.precision == "bf16" else MixedPrecisionPolicy()
             for block in self.model.blocks:
-                fully_shard(block)
-            fully_shard(self.model)
+                fully_shard(block, mp_policy=policy)
+            fully_shard(self.model, mp_policy=policy)
             return self.model
         if self.dist.enabled:
             from torch.nn.parallel import DistributedDataParallel
@@ -161,14 +164,22 @@ class Trainer:
     # -- state -------------------------------------------------------------------------------------
     def _restore(self, checkpoint: RunDir) -> None:
         tensors, state = checkpoint.read_state()
-        optimizer = optimizer_state(tensors, state["optimizer"])
-        if self.fsdp:
+        if state["optimizer"].get("sharded"):
+            # Written by every rank of an FSDP run; read back on any number of processes, sharded or not.
+            import torch.distributed.checkpoint as dcp
+            from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+            model_state, optimizer_state_ = get_state_dict(self.model, self.optimizer)
+            shards = {"model": model_state, "optimizer": optimizer_state_}
+            dcp.load(shards, checkpoint_id=checkpoint.sharded)
+            set_state_dict(self.model, self.optimizer, model_state_dict=shards["model"], optim_state_dict=shards["optimizer"])
+        elif self.fsdp:  # a consolidated checkpoint (single-process layout) into a sharded run
             from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
 
-            set_optimizer_state_dict(self.model, self.optimizer, by_name(optimizer, self._names),
+            set_optimizer_state_dict(self.model, self.optimizer, by_name(optimizer_state(tensors, state["optimizer"]), self._names),
                                      options=StateDictOptions(full_state_dict=True))
         else:
-            self.optimizer.load_state_dict(optimizer)
+            self.optimizer.load_state_dict(optimizer_state(tensors, state["optimizer"]))
         self.step = state["step"]
         suffix = f".rank{self.dist.rank}" if self.dist.rank else ""
         if f"rng.torch{suffix}" in tensors:
@@ -192,18 +203,24 @@ class Trainer:
                 if value is not None:
                     rngs[f"rng.{kind}" + (f".rank{rank}" if rank else "")] = value
         if self.fsdp:
-            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_state_dict
+            # Every rank writes its shard of the model and optimizer state into the staged checkpoint
+            # (torch.distributed.checkpoint); rank 0 adds the consolidated weights (what `load` reads).
+            import torch.distributed.checkpoint as dcp
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict, get_state_dict
 
-            weights, optimizer = get_state_dict(self.model, self.optimizer,
-                                                options=StateDictOptions(full_state_dict=True, cpu_offload=True))
-            optimizer = by_index(optimizer, self._names) if self.dist.is_main else None
+            staged = self.run.staged_checkpoint(self.step, fresh=self.dist.is_main)
+            self.dist.barrier()
+            model_state, optimizer_state_ = get_state_dict(self.model, self.optimizer)
+            dcp.save({"model": model_state, "optimizer": optimizer_state_}, checkpoint_id=staged.sharded)
+            weights = get_model_state_dict(self.model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+            tensors, meta = {}, {"sharded": True}
         else:
-            weights, optimizer = self.model.state_dict(), self.optimizer.state_dict()
+            weights = self.model.state_dict()
+            tensors, meta = optimizer_tensors(self.optimizer.state_dict())
         if self.dist.is_main:
-            tensors, meta = optimizer_tensors(optimizer)
             state = {"frequencies": self.frequencies, "world_size": self.dist.world_size, "step": self.step, "optimizer": meta}
             self.run.write_checkpoint(self.step, config=self.config, weights=weights, state_tensors={**tensors, **rngs},
-                                      state=state, train_config=self.tc.to_dict())
+                                      state=state, train_config=self.tc.to_dict(), staged=self.fsdp)
             self.run.write_frequencies(self.frequencies)
             self.run.write_metrics(self.history)
             plot_training_curves(self.history, self.run.curves)
