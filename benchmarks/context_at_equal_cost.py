@@ -127,12 +127,14 @@ def main() -> None:
     parser.add_argument("--long", type=int, default=8192, help="the long windows (tokens)")
     parser.add_argument("--short", type=int, default=1024, help="the short windows (tokens)")
     parser.add_argument("--eval-windows", type=int, default=None, help="cap on test windows per length (default: all)")
+    parser.add_argument("--data", help="FASTA or a corpus directory from `protein-performer prepare` (default: the embedded corpus)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--update-docs", action="store_true")
     args = parser.parse_args()
     out = Path(args.out)
-    args.corpus, args.arms = EncodedCorpus.from_fasta(), arms(args.long, args.short)
-    identity = {"preset": args.preset, "long": args.long, "short": args.short, "seed": args.seed}
+    args.corpus = EncodedCorpus.from_file(args.data) if args.data else EncodedCorpus.from_fasta()
+    args.arms = arms(args.long, args.short)
+    identity = {"preset": args.preset, "long": args.long, "short": args.short, "seed": args.seed, "data": args.data}
     steps = equal_time.plan(out / "plan.json", {k: configs(arm, args) for k, arm in args.arms.items()}, args.corpus,
                             args.minutes, identity)
     rows = [run_arm(out, key, steps[key]["steps"], args) for key in args.arms]

@@ -65,12 +65,12 @@ def generate(path: Path, *, proteins: int | None = None, gigabytes: float | None
 PROBE = r"""
 import json, sys, time
 start = time.perf_counter()
-from protein_performer.data import EncodedCorpus, open_prepared
+from protein_performer.data import EncodedCorpus
 from protein_performer.model import preset
 from protein_performer.training import TrainConfig, Trainer
 from pathlib import Path
 data = Path(sys.argv[1])
-corpus = open_prepared(data) if data.is_dir() else EncodedCorpus.from_fasta(data)
+corpus = EncodedCorpus.from_file(data)
 trainer = Trainer(sys.argv[2], preset("tiny"), TrainConfig(seq_len=256, batch_size=8, micro_batch_size=8, precision="fp32"),
                   corpus=corpus)
 trainer.train_step()

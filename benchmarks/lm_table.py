@@ -221,10 +221,11 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--only", nargs="+", choices=ORDER, help="these arms only (default: all, in table order)")
     parser.add_argument("--ood", default=str(SHARED_OOD if SHARED_OOD.exists() else DATA_DIR / "pdb_ss_dev_slice.jsonl.gz"))
+    parser.add_argument("--data", help="FASTA or a corpus directory from `protein-performer prepare` (default: the embedded corpus)")
     parser.add_argument("--update-docs", action="store_true", help=f"rewrite the section in {DOCS.relative_to(ROOT)}")
     args = parser.parse_args()
     out = Path(args.out)
-    args.corpus = EncodedCorpus.from_fasta()
+    args.corpus = EncodedCorpus.from_file(args.data) if args.data else EncodedCorpus.from_fasta()
     runs = []
     for key in args.only or ORDER:
         for seed in args.seeds:

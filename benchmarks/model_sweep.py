@@ -123,14 +123,15 @@ def main() -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="training budget of each candidate")
     parser.add_argument("--hours", type=float, default=2.0, help="budget of the long run the sweep recommends")
     parser.add_argument("--candidates", nargs="+", metavar="PRESET:LEN:BATCH", help="instead of the default candidates")
+    parser.add_argument("--data", help="FASTA or a corpus directory from `protein-performer prepare` (default: the embedded corpus)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--update-docs", action="store_true")
     args = parser.parse_args()
     out = Path(args.out)
     candidates = CANDIDATES if not args.candidates else [(p, int(n), int(b)) for p, n, b in (c.split(":") for c in args.candidates)]
-    args.corpus = EncodedCorpus.from_fasta()
+    args.corpus = EncodedCorpus.from_file(args.data) if args.data else EncodedCorpus.from_fasta()
     plan = equal_time.plan(out / "plan.json", {key(c): configs(c, args.seed) for c in candidates}, args.corpus, args.minutes,
-                           {"seed": args.seed})
+                           {"seed": args.seed, "data": args.data})
     rows = [run_candidate(out, c, plan[key(c)]["steps"], args) for c in candidates]
     result = {"minutes": args.minutes, "hours": args.hours, "seed": args.seed, "plan": plan, "rows": rows}
     result["recommendation"] = recommendation(result)
