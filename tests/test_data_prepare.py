@@ -63,11 +63,39 @@ def test_a_prepared_corpus_is_the_fasta_corpus_memory_mapped(fasta, prepared, tm
     # gzip input, the same corpus; the manifest records the source and its checksum
     gz = tmp_path / "small.fasta.gz"
     gz.write_bytes(gzip.compress(fasta.read_bytes()))
-    manifest = prepare(gz, tmp_path / "from_gz")
+    manifest = prepare(gz, tmp_path / "from_gz", workers=2)
+    assert manifest["workers"] == 1  # a gzip stream is read by one process
     assert np.array_equal(open_prepared(tmp_path / "from_gz").residues, corpus.residues)
     assert manifest["source"]["bytes"] == gz.stat().st_size and len(manifest["source"]["sha256"]) == 64
     assert manifest["proteins"] == 1500 and sum(s["proteins"] for s in manifest["splits"].values()) == 1500
     assert data_fingerprint(prepared) != data_fingerprint(tmp_path / "from_gz")  # another source file
+
+
+def test_workers_split_a_plain_fasta_and_give_the_same_corpus(fasta, prepared, tmp_path, capsys):
+    manifest = prepare(fasta, tmp_path / "parallel", workers=3)
+    assert manifest["workers"] == 3
+    for name in ("residues.u8", "offsets.i64", "ids.bin", "id_offsets.i64", "splits.u8", "index.train.i64"):
+        assert (tmp_path / "parallel" / name).read_bytes() == (prepared / name).read_bytes(), name
+    # An error in a later part names the line in the whole file; a duplicate across parts is found too.
+    lines = fasta.read_text().splitlines()
+    headers = [i for i, line in enumerate(lines) if line.startswith(">")]
+    bad = lines.copy()
+    bad[headers[1400] + 1] = "MK7" + bad[headers[1400] + 1][3:]
+    broken = tmp_path / "broken.fasta"
+    broken.write_text("\n".join(bad) + "\n")
+    fails(capsys, ["prepare", "--fasta", str(broken), "--out", str(tmp_path / "b"), "--workers", "3"],
+          f"{broken}, line {headers[1400] + 2}: invalid letter '7'")
+    twice = lines.copy()
+    twice[headers[1300]] = lines[headers[2]]
+    duplicated = tmp_path / "duplicated.fasta"
+    duplicated.write_text("\n".join(twice) + "\n")
+    fails(capsys, ["prepare", "--fasta", str(duplicated), "--out", str(tmp_path / "d"), "--workers", "3"],
+          f"{duplicated}, line {headers[1300] + 1}: duplicate id {lines[headers[2]][1:].split()[0]!r} (first seen at line {headers[2] + 1})")
+    manifest = prepare(duplicated, tmp_path / "d", workers=3, skip_invalid=True)
+    assert manifest["proteins"] == 1499 and manifest["skipped"]["duplicate"] == 1
+    serial = prepare(duplicated, tmp_path / "d1", skip_invalid=True)
+    assert (tmp_path / "d" / "residues.u8").read_bytes() == (tmp_path / "d1" / "residues.u8").read_bytes()
+    assert serial["counts"] == manifest["counts"] and serial["splits"] == manifest["splits"]
 
 
 def test_training_on_a_prepared_corpus_equals_training_on_its_fasta(fasta, prepared, tmp_path):
@@ -94,7 +122,7 @@ def test_an_interrupted_prepare_never_looks_complete(fasta, tmp_path, monkeypatc
         calls.append(1)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(module._Writer, "flush", failing_flush)
+    monkeypatch.setattr(module._PartWriter, "flush", failing_flush)
     with pytest.raises(KeyboardInterrupt):
         prepare(fasta, out)
     assert calls and not out.exists() and not out.with_name("corpus.partial").exists()

@@ -62,8 +62,8 @@ def run_train(args: argparse.Namespace) -> int:
 def run_prepare(args: argparse.Namespace) -> int:
     from ..data import prepare
 
-    manifest = prepare(args.fasta, args.out, skip_invalid=args.skip_invalid, check_duplicates=not args.no_duplicate_check,
-                       progress=show_progress(args))
+    manifest = prepare(args.fasta, args.out, workers=args.workers, skip_invalid=args.skip_invalid,
+                       check_duplicates=not args.no_duplicate_check, progress=show_progress(args))
     skipped = manifest["skipped"]["skipped_records"]
     splits = ", ".join(f"{s} {v['proteins']:,}" for s, v in manifest["splits"].items())
     print(f"prepared {manifest['proteins']:,} proteins ({manifest['residues']:,} residues; {splits}) in {manifest['seconds']:.1f} s"
@@ -144,6 +144,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     prep.set_defaults(func=run_prepare, parser=prep)
     prep.add_argument("--fasta", required=True, help="FASTA file (plain or .gz), read as a stream")
     prep.add_argument("--out", required=True, help="the corpus directory to create (must not exist)")
+    prep.add_argument("--workers", type=int, default=1,
+                      help="processes parsing parts of a plain FASTA in parallel (a gzip stream is read by one; default: 1)")
     prep.add_argument("--skip-invalid", action="store_true", help="skip and count malformed records instead of stopping")
     prep.add_argument("--no-duplicate-check", action="store_true",
                       help="do not check ids for duplicates (the check keeps every id in memory: ~100 bytes each)")

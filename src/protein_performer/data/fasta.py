@@ -31,9 +31,11 @@ class FastaError(ValueError):
     """A malformed FASTA file; ``path`` and ``line`` (1-based) locate the problem."""
 
     def __init__(self, path: Path, line: int, problem: str, fix: str) -> None:
-        self.path = path
-        self.line = line
+        self.path, self.line, self.problem, self.fix = path, line, problem, fix
         super().__init__(f"{path}, line {line}: {problem}. {fix}")
+
+    def __reduce__(self):  # picklable (raised in a worker process, reported by its parent)
+        return type(self), (self.path, self.line, self.problem, self.fix)
 
 
 class FastaRecord(NamedTuple):
@@ -67,13 +69,44 @@ class FastaStats:
         return {f.name: getattr(self, f.name) for f in fields(self)} | {"skipped_records": self.skipped_records}
 
 
-def _open_text(path: Path) -> IO[str]:
+class _ByteRange(io.RawIOBase):
+    """Bytes ``[start, stop)`` of a file, read as a stream of their own."""
+
+    def __init__(self, path: Path, start: int, stop: int) -> None:
+        self._file = open(path, "rb")  # noqa: SIM115 (closed by close())
+        self._file.seek(start)
+        self._left = stop - start
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        view = memoryview(buffer)[: max(0, self._left)]
+        n = self._file.readinto(view)
+        self._left -= n
+        return n
+
+    def close(self) -> None:
+        self._file.close()
+        super().close()
+
+
+def is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def _open_text(path: Path, byte_range: tuple[int, int] | None = None) -> IO[str]:
     """Open plain or gzip FASTA as text; gzip is recognized by its magic bytes, not the name, by peeking
-    at the stream, so a pipe (``<(zcat …)``, ``/dev/stdin``) is read once, like a file."""
+    at the stream, so a pipe (``<(zcat …)``, ``/dev/stdin``) is read once, like a file. ``byte_range``:
+    only those bytes of a plain file."""
     if not path.exists():
         raise FileNotFoundError(f"{path}: FASTA file not found (give a plain or gzipped FASTA file)")
     if path.is_dir():
         raise IsADirectoryError(f"{path} is a folder: give a plain or gzipped FASTA file")
+    if byte_range is not None:
+        encoding = "utf-8-sig" if byte_range[0] == 0 else "utf-8"
+        return io.TextIOWrapper(io.BufferedReader(_ByteRange(path, *byte_range)), encoding=encoding, errors="replace")
     raw: IO[bytes] = open(path, "rb")  # noqa: SIM115 (the reader closes it)
     if raw.peek(2)[:2] == b"\x1f\x8b":
         raw = gzip.GzipFile(fileobj=raw, mode="rb")
@@ -122,6 +155,8 @@ class FastaReader:
     (``check_duplicates``; keeps one entry per id in memory, turn it off for huge files).
 
     ``stats`` holds the counts of the current (or last) pass; each ``iter()`` starts a new pass.
+    ``byte_range``: read only bytes ``[start, stop)`` of a plain file, which must begin at a header
+    (line numbers then count from the range's start).
     """
 
     def __init__(
@@ -131,8 +166,10 @@ class FastaReader:
         skip_invalid: bool = False,
         check_duplicates: bool = True,
         alphabet: Alphabet = DEFAULT_ALPHABET,
+        byte_range: tuple[int, int] | None = None,
     ) -> None:
         self.path = Path(path)
+        self.byte_range = byte_range
         self.skip_invalid = skip_invalid
         self.check_duplicates = check_duplicates
         self.alphabet = alphabet
@@ -141,7 +178,7 @@ class FastaReader:
     def __iter__(self) -> Iterator[FastaRecord]:
         self.stats = stats = FastaStats()
         seen: dict[str, int] = {}  # id -> header line, to point at the first occurrence
-        with _open_text(self.path) as handle:
+        with _open_text(self.path, self.byte_range) as handle:
             tracker = _LineTracker(handle, self._preamble)
             for title, seq in self._parse(tracker):
                 header_line, line_ends = tracker.pending.popleft()

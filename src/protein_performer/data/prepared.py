@@ -34,7 +34,7 @@ from tqdm import tqdm
 
 from .alphabet import DEFAULT_ALPHABET, Alphabet
 from .corpus import EncodedCorpus
-from .fasta import FastaReader, file_fingerprint
+from .fasta import _SKIP_HINT, FastaError, FastaReader, file_fingerprint, is_gzip
 from .split import SPLITS, split_of
 
 FORMAT, VERSION = "protein-performer corpus", 1
@@ -72,30 +72,33 @@ def _sha256(path: Path, out: dict) -> None:
     out["sha256"] = digest.hexdigest()
 
 
-class _Writer:
-    """Appends proteins to the open files of a ``.partial`` directory, a buffer at a time."""
+PART_FILES = ("residues.u8", "offsets.i64", "ids.bin", "id_offsets.i64", "splits.u8", "lines.i64")
 
-    def __init__(self, folder: Path, vocab_size: int) -> None:
-        self.files = {name: open(folder / name, "wb") for name in  # noqa: SIM115 (closed by close())
-                      ("residues.u8", "offsets.i64", "ids.bin", "id_offsets.i64", "splits.u8")}
-        self.files["offsets.i64"].write(np.zeros(1, dtype=np.int64).tobytes())
-        self.files["id_offsets.i64"].write(np.zeros(1, dtype=np.int64).tobytes())
+
+class _PartWriter:
+    """Appends proteins to the files of one part (a byte range of the FASTA, or all of it), a buffer
+    at a time; ``lines.i64`` keeps each header's line number within the part (for duplicate errors)."""
+
+    def __init__(self, folder: Path) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        self.files = {name: open(folder / name, "wb") for name in PART_FILES}  # noqa: SIM115 (closed by close())
+        for name in ("offsets.i64", "id_offsets.i64"):
+            self.files[name].write(np.zeros(1, dtype=np.int64).tobytes())
         self.residues = self.id_bytes = self.proteins = 0
-        self.counts = {split: np.zeros(vocab_size, dtype=np.int64) for split in SPLITS}
-        self.split_proteins = dict.fromkeys(SPLITS, 0)
-        self.split_residues = dict.fromkeys(SPLITS, 0)
         self._reset()
 
     def _reset(self) -> None:
         self.chunks: list[np.ndarray] = []
         self.codes: list[int] = []
         self.ids: list[bytes] = []
+        self.lines: list[int] = []
         self.buffered = 0
 
-    def add(self, record_id: str, encoded: np.ndarray) -> None:
+    def add(self, record_id: str, encoded: np.ndarray, line: int) -> None:
         self.chunks.append(encoded)
         self.codes.append(SPLITS.index(split_of(record_id)))
         self.ids.append(record_id.encode("utf-8"))
+        self.lines.append(line)
         self.buffered += len(encoded)
         if self.buffered >= _FLUSH_RESIDUES:
             self.flush()
@@ -104,21 +107,14 @@ class _Writer:
         if not self.chunks:
             return
         lengths = np.array([len(c) for c in self.chunks], dtype=np.int64)
-        codes = np.array(self.codes, dtype=np.uint8)
-        residues = np.concatenate(self.chunks)
-        self.files["residues.u8"].write(residues.tobytes())
-        self.files["offsets.i64"].write((self.residues + np.cumsum(lengths)).tobytes())
         id_lengths = np.array([len(b) for b in self.ids], dtype=np.int64)
+        self.files["residues.u8"].write(np.concatenate(self.chunks).tobytes())
+        self.files["offsets.i64"].write((self.residues + np.cumsum(lengths)).tobytes())
         self.files["ids.bin"].write(b"".join(self.ids))
         self.files["id_offsets.i64"].write((self.id_bytes + np.cumsum(id_lengths)).tobytes())
-        self.files["splits.u8"].write(codes.tobytes())
-        owner = np.repeat(codes, lengths)  # the split of every residue
-        for code, split in enumerate(SPLITS):
-            mine = residues[owner == code]
-            self.counts[split] += np.bincount(mine, minlength=len(self.counts[split]))[: len(self.counts[split])]
-            self.split_proteins[split] += int((codes == code).sum())
-            self.split_residues[split] += len(mine)
-        self.residues += len(residues)
+        self.files["splits.u8"].write(np.array(self.codes, dtype=np.uint8).tobytes())
+        self.files["lines.i64"].write(np.array(self.lines, dtype=np.int64).tobytes())
+        self.residues += int(lengths.sum())
         self.id_bytes += int(id_lengths.sum())
         self.proteins += len(lengths)
         self._reset()
@@ -126,9 +122,106 @@ class _Writer:
     def close(self) -> None:
         self.flush()
         for f in self.files.values():
+            f.close()
+
+
+def _prepare_part(fasta: Path, byte_range: tuple[int, int] | None, folder: Path, skip_invalid: bool,
+                  progress: bool = False) -> dict:
+    """Parse one part into ``folder``: its counts, and the reader's statistics (lines included)."""
+    reader = FastaReader(fasta, skip_invalid=skip_invalid, check_duplicates=False, byte_range=byte_range)
+    writer = _PartWriter(folder)
+    try:
+        with tqdm(unit="res", unit_scale=True, desc="prepare", disable=not progress, dynamic_ncols=True) as bar:
+            for record in reader:
+                writer.add(record.id, DEFAULT_ALPHABET.encode_array(record.sequence), record.line)
+                bar.update(len(record.sequence))
+    finally:
+        writer.close()
+    return {"proteins": writer.proteins, "residues": writer.residues, "stats": reader.stats.as_dict()}
+
+
+def _cuts(fasta: Path, parts: int) -> list[tuple[int, int]]:
+    """Byte ranges of about equal size, each beginning at a header line."""
+    size = fasta.stat().st_size
+    starts = [0]
+    with open(fasta, "rb") as f:
+        for k in range(1, parts):
+            f.seek(max(starts[-1] + 1, k * size // parts))
+            position, carry = f.tell(), b""
+            while chunk := f.read(1 << 20):
+                found = (carry + chunk).find(b"\n>")
+                if found >= 0:
+                    starts.append(position - len(carry) + found + 1)
+                    break
+                position, carry = f.tell(), chunk[-1:]
+            else:
+                break
+    return [(a, b) for a, b in zip(starts, [*starts[1:], size], strict=True) if b > a]
+
+
+def _merge(fasta: Path, parts: list[Path], lines_before: list[int], partial: Path, *, check_duplicates: bool,
+           skip_invalid: bool) -> int:
+    """The parts, in order, into the corpus files of ``partial``; returns the duplicates skipped.
+    Ids are checked for duplicates across all parts here (one entry per id in memory)."""
+    keeps: list[np.ndarray | None] = []
+    seen: dict[str, int] = {}
+    duplicates = 0
+    for folder, before in zip(parts, lines_before, strict=True):
+        table = _part_table(folder)
+        keep = None
+        if check_duplicates:
+            lines = np.fromfile(folder / "lines.i64", dtype=np.int64) + before
+            for i in range(len(table)):
+                record_id = table[i]
+                if record_id in seen:
+                    if not skip_invalid:
+                        raise FastaError(fasta, int(lines[i]), f"duplicate id {record_id!r} (first seen at line {seen[record_id]})",
+                                         f"Ids (the first word of the header) must be unique: rename or remove one, {_SKIP_HINT}")
+                    keep = np.ones(len(table), dtype=bool) if keep is None else keep
+                    keep[i] = False
+                    duplicates += 1
+                else:
+                    seen[record_id] = int(lines[i])
+        keeps.append(keep)
+    del seen
+    out = {name: open(partial / name, "wb") for name in PART_FILES[:-1]}  # noqa: SIM115
+    try:
+        for name in ("offsets.i64", "id_offsets.i64"):
+            out[name].write(np.zeros(1, dtype=np.int64).tobytes())
+        residues = id_bytes = 0
+        for folder, keep in zip(parts, keeps, strict=True):
+            offsets, id_offsets = (np.fromfile(folder / n, dtype=np.int64) for n in ("offsets.i64", "id_offsets.i64"))
+            if keep is None:  # the whole part: copied as it is, offsets shifted
+                for name in ("residues.u8", "ids.bin", "splits.u8"):
+                    with open(folder / name, "rb") as f:
+                        shutil.copyfileobj(f, out[name], 1 << 24)
+                out["offsets.i64"].write((offsets[1:] + residues).tobytes())
+                out["id_offsets.i64"].write((id_offsets[1:] + id_bytes).tobytes())
+                residues, id_bytes = residues + int(offsets[-1]), id_bytes + int(id_offsets[-1])
+                continue
+            for name, offs, dtype in (("residues.u8", offsets, np.uint8), ("ids.bin", id_offsets, np.uint8)):
+                data = np.memmap(folder / name, dtype=dtype, mode="r") if offs[-1] else np.zeros(0, dtype)
+                for a in range(0, len(keep), 1 << 20):
+                    b = min(len(keep), a + (1 << 20))
+                    mask = np.repeat(keep[a:b], np.diff(offs[a : b + 1]))
+                    out[name].write(np.asarray(data[offs[a] : offs[b]])[mask].tobytes())
+            out["splits.u8"].write(np.fromfile(folder / "splits.u8", dtype=np.uint8)[keep].tobytes())
+            kept_lengths, kept_id_lengths = np.diff(offsets)[keep], np.diff(id_offsets)[keep]
+            out["offsets.i64"].write((residues + np.cumsum(kept_lengths)).tobytes())
+            out["id_offsets.i64"].write((id_bytes + np.cumsum(kept_id_lengths)).tobytes())
+            residues, id_bytes = residues + int(kept_lengths.sum()), id_bytes + int(kept_id_lengths.sum())
+    finally:
+        for f in out.values():
             f.flush()
             os.fsync(f.fileno())
             f.close()
+    return duplicates
+
+
+def _part_table(folder: Path) -> IdTable:
+    offsets = np.fromfile(folder / "id_offsets.i64", dtype=np.int64)
+    blob = np.memmap(folder / "ids.bin", dtype=np.uint8, mode="r") if offsets[-1] else np.zeros(0, np.uint8)
+    return IdTable(blob, offsets)
 
 
 def _write_split_indices(folder: Path, proteins: int) -> None:
@@ -144,12 +237,34 @@ def _write_split_indices(folder: Path, proteins: int) -> None:
             f.close()
 
 
-def prepare(fasta: str | os.PathLike, out: str | os.PathLike, *, skip_invalid: bool = False, check_duplicates: bool = True,
-            progress: bool = False, alphabet: Alphabet = DEFAULT_ALPHABET) -> dict:
+def _statistics(folder: Path, proteins: int, vocab_size: int) -> dict:
+    """Proteins, residues and token counts per split, in one pass over the merged files."""
+    offsets = np.fromfile(folder / "offsets.i64", dtype=np.int64)
+    codes = np.fromfile(folder / "splits.u8", dtype=np.uint8)
+    residues = np.memmap(folder / "residues.u8", dtype=np.uint8, mode="r") if offsets[-1] else np.zeros(0, np.uint8)
+    counts = np.zeros((len(SPLITS), vocab_size), dtype=np.int64)
+    for a in range(0, proteins, 1 << 20):
+        b = min(proteins, a + (1 << 20))
+        owner = np.repeat(codes[a:b], np.diff(offsets[a : b + 1]))
+        chunk = np.asarray(residues[offsets[a] : offsets[b]])
+        for code in range(len(SPLITS)):
+            counts[code] += np.bincount(chunk[owner == code], minlength=vocab_size)[:vocab_size]
+    lengths = np.diff(offsets)
+    return {"splits": {s: {"proteins": int((codes == c).sum()), "residues": int(lengths[codes == c].sum())} for c, s in enumerate(SPLITS)},
+            "counts": {"all": counts.sum(0).tolist(), **{s: counts[c].tolist() for c, s in enumerate(SPLITS)}}}
+
+
+def prepare(fasta: str | os.PathLike, out: str | os.PathLike, *, workers: int = 1, skip_invalid: bool = False,
+            check_duplicates: bool = True, progress: bool = False) -> dict:
     """Tokenize ``fasta`` (plain or gzip) into the corpus directory ``out`` (see the module
     docstring); return its manifest. Bad records raise :class:`~protein_performer.data.fasta.FastaError`
-    naming file and line, or with ``skip_invalid`` are skipped and counted. ``out`` must not exist."""
+    naming file and line, or with ``skip_invalid`` are skipped and counted. ``out`` must not exist.
+
+    ``workers``: processes parsing byte ranges of a plain FASTA in parallel (a gzip stream is read by
+    one: decompress it first, e.g. with ``pigz -d``, to use more); the result is the same."""
     fasta, out = Path(fasta), Path(out)
+    if workers < 1:
+        raise ValueError(f"`workers` must be at least 1, got {workers}")
     if out.exists():
         raise FileExistsError(f"{out} already exists: remove it or choose another --out")
     if not fasta.is_file():
@@ -161,33 +276,58 @@ def prepare(fasta: str | os.PathLike, out: str | os.PathLike, *, skip_invalid: b
     source = {"path": str(fasta.resolve()), "bytes": fasta.stat().st_size}
     hasher = threading.Thread(target=_sha256, args=(fasta, source), daemon=True)
     hasher.start()
-    reader = FastaReader(fasta, skip_invalid=skip_invalid, check_duplicates=check_duplicates, alphabet=alphabet)
-    writer = _Writer(partial, len(alphabet))
     try:
-        with tqdm(unit="res", unit_scale=True, desc="prepare", disable=not progress, dynamic_ncols=True) as bar:
-            for record in reader:
-                writer.add(record.id, alphabet.encode_array(record.sequence))
-                bar.update(len(record.sequence))
-        writer.close()
-        _write_split_indices(partial, writer.proteins)
+        ranges = [None] if workers == 1 or is_gzip(fasta) else _cuts(fasta, workers)
+        folders = [partial / "parts" / f"{k:04d}" for k in range(len(ranges))]
+        if len(ranges) == 1:
+            results = [_prepare_part(fasta, ranges[0], folders[0], skip_invalid, progress)]
+        else:
+            results = _run_parts(fasta, ranges, folders, skip_invalid, progress)
+        lines_before = np.cumsum([0] + [r["stats"]["lines"] for r in results[:-1]]).tolist()
+        duplicates = _merge(fasta, folders, lines_before, partial, check_duplicates=check_duplicates, skip_invalid=skip_invalid)
+        shutil.rmtree(partial / "parts")
+        proteins = sum(r["proteins"] for r in results) - duplicates
+        _write_split_indices(partial, proteins)
+        statistics = _statistics(partial, proteins, len(DEFAULT_ALPHABET))
+        skipped = {k: sum(r["stats"][k] for r in results) for k in results[0]["stats"]}
+        skipped["duplicate"] += duplicates
+        skipped["skipped_records"] += duplicates
+        skipped["records"] -= duplicates
         hasher.join()
-        counts = {split: writer.counts[split].tolist() for split in SPLITS}
         manifest = {
-            "format": FORMAT, "version": VERSION, "alphabet": list(alphabet.tokens),
-            "proteins": writer.proteins, "residues": writer.residues,
-            "splits": {split: {"proteins": writer.split_proteins[split], "residues": writer.split_residues[split]}
-                       for split in SPLITS},
-            "counts": {"all": np.sum([writer.counts[s] for s in SPLITS], axis=0).tolist(), **counts},
-            "source": source, "skipped": reader.stats.as_dict(), "seconds": round(time.perf_counter() - started, 2),
+            "format": FORMAT, "version": VERSION, "alphabet": list(DEFAULT_ALPHABET.tokens),
+            "proteins": proteins, "residues": int(np.fromfile(partial / "offsets.i64", dtype=np.int64)[-1]), **statistics,
+            "source": source, "skipped": skipped, "workers": len(ranges), "seconds": round(time.perf_counter() - started, 2),
         }
         (partial / MANIFEST).write_text(json.dumps(manifest, indent=1) + "\n")
         partial.rename(out)
     except BaseException:
-        for f in writer.files.values():
-            f.close()
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return manifest
+
+
+def _run_parts(fasta: Path, ranges: list[tuple[int, int]], folders: list[Path], skip_invalid: bool, progress: bool) -> list[dict]:
+    """The parts in a pool of processes; the first error in file order is raised with its line in
+    the whole file (the lines of the parts before it added)."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    results: list[dict | FastaError] = []
+    with ProcessPoolExecutor(len(ranges), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_prepare_part, fasta, r, f, skip_invalid) for r, f in zip(ranges, folders, strict=True)]
+        with tqdm(total=len(futures), unit="part", desc="prepare", disable=not progress, dynamic_ncols=True) as bar:
+            for future in futures:
+                try:
+                    results.append(future.result())
+                except FastaError as err:
+                    results.append(err)
+                bar.update(1)
+    for k, result in enumerate(results):
+        if isinstance(result, FastaError):
+            before = sum(r["stats"]["lines"] for r in results[:k])  # every part before it finished
+            raise FastaError(fasta, before + result.line, result.problem, result.fix)
+    return results
 
 
 def data_fingerprint(path: str | os.PathLike) -> str:
