@@ -29,14 +29,14 @@ def rss_mib() -> float:
     raise RuntimeError("no VmRSS")
 
 
-def single(preset_name: str, attention: str, length: int, steps: int) -> dict:
+def single(preset_name: str, attention: str, length: int, steps: int, data: str | None = None) -> dict:
     import tempfile
 
     from protein_performer.data import EncodedCorpus
     from protein_performer.model import preset
     from protein_performer.training import TrainConfig, Trainer
 
-    corpus = EncodedCorpus.from_fasta(split="train")
+    corpus = EncodedCorpus.from_file(data, split="train") if data else EncodedCorpus.from_fasta(split="train")
     config = preset(preset_name, attention=attention, objective="mlm", dropout=0.0)
     # One sequence of `length` packed residues per optimizer step; nothing is written (no fit, no save).
     tc = TrainConfig(seq_len=length, concat=True, batch_size=1, micro_batch_size=1, lr=1e-4, warmup_steps=0)
@@ -63,10 +63,11 @@ def main() -> None:
     parser.add_argument("--time-limit-s", type=float, default=120)
     parser.add_argument("--memory-limit-gb", type=float, default=16)
     parser.add_argument("--out", default="runs/long_context")
+    parser.add_argument("--data", help="FASTA or a corpus directory from `protein-performer prepare` (default: the embedded corpus)")
     parser.add_argument("--single", nargs=2, metavar=("ATTENTION", "LENGTH"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.single:
-        print(json.dumps(single(args.preset, args.single[0], int(args.single[1]), args.steps)))
+        print(json.dumps(single(args.preset, args.single[0], int(args.single[1]), args.steps, args.data)))
         return
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -80,7 +81,8 @@ def main() -> None:
             return f"predicted memory over {args.memory_limit_gb} GB"
         return None
 
-    results = sweep(__file__, ["--preset", args.preset, "--steps", str(args.steps)], ("favor", "softmax"),
+    passed = ["--preset", args.preset, "--steps", str(args.steps), *(["--data", args.data] if args.data else [])]
+    results = sweep(__file__, passed, ("favor", "softmax"),
                     list(map(int, args.lengths.split(","))), predict_skip=predict_skip,
                     describe=lambda row: f"{row['tokens_per_s']:.0f} tokens/s, step {row['step_s']:.2f} s, peak {row['peak_mib']:.0f} MiB")
     (out / "results.json").write_text(json.dumps({"preset": args.preset, "rows": results}, indent=2) + "\n")
