@@ -138,6 +138,12 @@ take about 20 minutes there in fp32):
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    add_prepare_parser(sub)
+    add_train_parser(sub)
+    add_convert_parser(sub)
+
+
+def add_prepare_parser(sub: argparse._SubParsersAction) -> None:
     prep = sub.add_parser("prepare", help="tokenize a FASTA once into a memory-mapped corpus directory (for --data)",
                           epilog="example (the embedded corpus, 40,000 proteins: about 2 s):\n"
                                  "  protein-performer prepare --fasta big.fasta.gz --out corpora/big")
@@ -151,6 +157,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                       help="do not check ids for duplicates (the check keeps every id in memory: ~100 bytes each)")
     add_quiet(prep)
 
+
+def add_train_parser(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser("train", help="train a protein language model (default: the embedded corpus)", epilog=TRAIN_EXAMPLE)
     train.set_defaults(func=run_train, parser=train)
     train.add_argument("--data", help="FASTA file (plain or .gz) or a corpus directory from `prepare` "
@@ -212,8 +220,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     ev.add_argument("--seq-len", type=int, help="crop length (default: the run's training --seq-len)")
     ev.add_argument("--json", action="store_true", help="print one JSON object")
     add_model_options(ev)
-
-    add_convert_parser(sub)
 
 
 def add_convert_parser(sub: argparse._SubParsersAction) -> None:

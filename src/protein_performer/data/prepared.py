@@ -163,27 +163,7 @@ def _merge(fasta: Path, parts: list[Path], lines_before: list[int], partial: Pat
            skip_invalid: bool) -> int:
     """The parts, in order, into the corpus files of ``partial``; returns the duplicates skipped.
     Ids are checked for duplicates across all parts here (one entry per id in memory)."""
-    keeps: list[np.ndarray | None] = []
-    seen: dict[str, int] = {}
-    duplicates = 0
-    for folder, before in zip(parts, lines_before, strict=True):
-        table = _part_table(folder)
-        keep = None
-        if check_duplicates:
-            lines = np.fromfile(folder / "lines.i64", dtype=np.int64) + before
-            for i in range(len(table)):
-                record_id = table[i]
-                if record_id in seen:
-                    if not skip_invalid:
-                        raise FastaError(fasta, int(lines[i]), f"duplicate id {record_id!r} (first seen at line {seen[record_id]})",
-                                         f"Ids (the first word of the header) must be unique: rename or remove one, {_SKIP_HINT}")
-                    keep = np.ones(len(table), dtype=bool) if keep is None else keep
-                    keep[i] = False
-                    duplicates += 1
-                else:
-                    seen[record_id] = int(lines[i])
-        keeps.append(keep)
-    del seen
+    keeps = _duplicates(fasta, parts, lines_before, skip_invalid) if check_duplicates else [None] * len(parts)
     out = {name: open(partial / name, "wb") for name in PART_FILES[:-1]}  # noqa: SIM115
     try:
         for name in ("offsets.i64", "id_offsets.i64"):
@@ -215,7 +195,29 @@ def _merge(fasta: Path, parts: list[Path], lines_before: list[int], partial: Pat
             f.flush()
             os.fsync(f.fileno())
             f.close()
-    return duplicates
+    return sum(int((~keep).sum()) for keep in keeps if keep is not None)
+
+
+def _duplicates(fasta: Path, parts: list[Path], lines_before: list[int], skip_invalid: bool) -> list[np.ndarray | None]:
+    """Per part, which proteins to keep (None: all): an id seen before is an error naming its line
+    in the whole file, or with ``skip_invalid`` is left out (the first occurrence stays)."""
+    keeps: list[np.ndarray | None] = []
+    seen: dict[str, int] = {}
+    for folder, before in zip(parts, lines_before, strict=True):
+        table, keep = _part_table(folder), None
+        lines = np.fromfile(folder / "lines.i64", dtype=np.int64) + before
+        for i in range(len(table)):
+            record_id = table[i]
+            if record_id not in seen:
+                seen[record_id] = int(lines[i])
+                continue
+            if not skip_invalid:
+                raise FastaError(fasta, int(lines[i]), f"duplicate id {record_id!r} (first seen at line {seen[record_id]})",
+                                 f"Ids (the first word of the header) must be unique: rename or remove one, {_SKIP_HINT}")
+            keep = np.ones(len(table), dtype=bool) if keep is None else keep
+            keep[i] = False
+        keeps.append(keep)
+    return keeps
 
 
 def _part_table(folder: Path) -> IdTable:
