@@ -7,7 +7,9 @@ out-of-distribution set (PDB chains with no homolog in the corpus).
 
 Each (arm, seed) trains into ``OUT/ARM/seed-S`` (a finished run is not retrained; an interrupted one
 resumes from its last checkpoint, so the script can be stopped and run again) and is evaluated once
-(``evaluation.json`` beside it). The metric is ``protein-performer evaluate``'s: for masked LM every
+(``evaluation.json`` beside it). The runs already published in docs/figures/lm_table_cpu.json with the
+same settings are the ledger: they are reused, not retrained, so a table can be finished over several
+sessions; with ``--update-docs`` the docs are rewritten after every newly finished run. The metric is ``protein-performer evaluate``'s: for masked LM every
 selected position (15%, fixed masks) is shown as ``<mask>``. Writes ``OUT/results.json``;
 ``--update-docs`` rewrites the section between the ``lm-table``
 markers of docs/results.md and the figure docs/figures/lm_table_cpu.png with its JSON beside it.
@@ -18,11 +20,11 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS, FIGURE = ROOT / "docs" / "results.md", ROOT / "docs" / "figures" / "lm_table_cpu.png"
+LEDGER = FIGURE.with_suffix(".json")  # the published runs
 BEGIN, END = "<!-- lm-table:begin (written by benchmarks/lm_table.py) -->", "<!-- lm-table:end -->"
 SHARED_OOD = ROOT.parent / "shared" / "data" / "pdb_ss_dev.jsonl.gz"
 METRIC = "every selected position shown as <mask>"  # recorded with each evaluation; another metric re-evaluates
@@ -46,9 +48,16 @@ ORDER = ["mlm-none", "mlm-softmax", "mlm-favor-softmax", "mlm-favor-relu",  # th
 SETS = ("test", "ood")
 
 
+def train_seconds(history: list[dict], tokens: int) -> float | None:
+    """Training time at the run's median throughput (``tokens`` over the median of the logged
+    tokens/s): pauses, resumes and a passing load on the machine do not count."""
+    rates = [row["train/tokens_per_s"] for row in history if "train/tokens_per_s" in row]
+    return tokens / statistics.median(rates) if rates else None
+
+
 def train_and_evaluate(out: Path, key: str, seed: int, args) -> dict:
     """One arm at one seed: trained (or resumed) unless finished, evaluated unless already evaluated
-    with this metric. ``train_seconds`` adds up the wall-clock time of every session that trained it."""
+    with this metric."""
     from protein_performer.model import preset
     from protein_performer.rundir import RunDir
     from protein_performer.training import TrainConfig, Trainer
@@ -56,25 +65,21 @@ def train_and_evaluate(out: Path, key: str, seed: int, args) -> dict:
 
     objective, attention, kernel, redraw, _ = ARMS[key]
     run = out / key / f"seed-{seed}"
-    timing = run / "train_seconds.json"
     steps = args.steps
     latest = RunDir(run).latest_checkpoint()
     if latest is None or latest.path.name != f"step-{steps:07d}":
         tc = TrainConfig(seq_len=args.seq_len, batch_size=args.batch_size, micro_batch_size=args.batch_size,
                          max_steps=steps, warmup_steps=max(1, steps // 20), save_every=max(1, steps // 5),
-                         eval_every=max(1, steps // 5), seed=seed)
+                         eval_every=max(1, steps // 5), seed=seed, precision=args.precision)
         overrides = {} if redraw is None else {"redraw_interval": redraw}
         config = preset(args.preset, objective=objective, attention=attention, kernel=kernel, **overrides)
-        started = time.perf_counter()
         Trainer(run, config, tc, corpus=args.corpus, checkpoint=latest).fit()
-        before = json.loads(timing.read_text())["seconds"] if timing.exists() and latest is not None else 0.0
-        timing.write_text(json.dumps({"seconds": before + time.perf_counter() - started}) + "\n")
     cached = run / "evaluation.json"
     evaluation = json.loads(cached.read_text()) if cached.exists() else {}
     if evaluation.get("metric") != METRIC or evaluation.get("ood_set") != args.ood:
         evaluation = {"metric": METRIC, "ood_set": args.ood, "test": evaluate(run), "ood": evaluate(run, args.ood)}
         cached.write_text(json.dumps(evaluation, indent=1) + "\n")
-    seconds = json.loads(timing.read_text())["seconds"] if timing.exists() else None
+    seconds = train_seconds(RunDir(run).read_metrics(), steps * args.batch_size * args.seq_len)
     return {"arm": key, "seed": seed, "train_seconds": seconds, "test": evaluation["test"], "ood": evaluation["ood"]}
 
 
@@ -119,7 +124,7 @@ def section(result: dict) -> str:
     """The docs section: Table 2 over seeds with the control, the differences that hold for every
     seed, and the redraw comparison. Arms not yet measured are named, not left out silently."""
     rows = {r["arm"]: r for r in result["rows"]}
-    seeds = len(result["rows"][0]["seeds"])
+    seeds = max(len(r["seeds"]) for r in result["rows"])
     table2 = [k for k in ORDER if ARMS[k][3] is None]
     lines = [f"Mean ± standard deviation over {seeds} seeds (each seed changes the initialization, data order, masks",
              "and projections); *context* is the model's test accuracy minus the no-context control's.", "",
@@ -135,7 +140,8 @@ def section(result: dict) -> str:
                      f"{ood_b['accuracy']:.2f} | {ood_b['perplexity']:.2f} | | |")
         for r in present:
             gain = "" if base is None or r is base else f"{r['test_accuracy']['mean'] - base['test_accuracy']['mean']:+.2f}"
-            lines.append(f"| {r['name']} | {_cell(r['test_accuracy'])} | {_cell(r['test_perplexity'])} | "
+            fewer = f" ({len(r['seeds'])} of {seeds} seeds so far)" if len(r["seeds"]) < seeds else ""
+            lines.append(f"| {r['name']}{fewer} | {_cell(r['test_accuracy'])} | {_cell(r['test_perplexity'])} | "
                          f"{_cell(r['ood_accuracy'])} | {_cell(r['ood_perplexity'])} | {gain} | {_time(r)} |")
     missing = [f"{'bidirectional' if ARMS[k][0] == 'mlm' else 'unidirectional'} {ARMS[k][4]}" for k in ORDER if k not in rows]
     if missing:
@@ -209,6 +215,19 @@ def update_docs(result: dict, docs: Path = DOCS, figure_path: Path = FIGURE) -> 
     publish(docs, (BEGIN, END), section(result), result, figure_path, figure)
 
 
+SETTINGS = ("preset", "steps", "batch_size", "seq_len", "precision", "ood_set", "metric")
+
+
+def published(settings: dict, path: Path = LEDGER) -> dict[tuple[str, int], dict]:
+    """The runs of the committed results measured with the same settings, by (arm, seed)."""
+    if not path.exists():
+        return {}
+    result = json.loads(path.read_text())
+    if any(result.get(k) != settings[k] for k in SETTINGS):
+        return {}
+    return {(r["arm"], r["seed"]): r for r in result.get("runs", [])}
+
+
 def main() -> None:
     from protein_performer.data import DATA_DIR, EncodedCorpus
 
@@ -218,6 +237,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=1000)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--seq-len", type=int, default=256)
+    parser.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
+                        help="fixed, not the machine's default, so that the table's seeds agree across machines")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--only", nargs="+", choices=ORDER, help="these arms only (default: all, in table order)")
     parser.add_argument("--ood", default=str(SHARED_OOD if SHARED_OOD.exists() else DATA_DIR / "pdb_ss_dev_slice.jsonl.gz"))
@@ -226,21 +247,28 @@ def main() -> None:
     args = parser.parse_args()
     out = Path(args.out)
     args.corpus = EncodedCorpus.from_file(args.data) if args.data else EncodedCorpus.from_fasta()
-    runs = []
-    for key in args.only or ORDER:
-        for seed in args.seeds:
-            run = train_and_evaluate(out, key, seed, args)
-            runs.append(run)
-            print(f"{key} seed {seed}: test {100 * run['test']['accuracy']:.2f}% / {run['test']['perplexity']:.2f}, "
-                  f"OOD {100 * run['ood']['accuracy']:.2f}% / {run['ood']['perplexity']:.2f}", flush=True)
-    result = {"preset": args.preset, "steps": args.steps, "batch_size": args.batch_size, "seq_len": args.seq_len,
-              "ood_set": Path(args.ood).name, "metric": METRIC, "runs": runs, "rows": summarize(runs)}
+    if args.update_docs and len(args.seeds) < 2:
+        raise SystemExit("--update-docs needs at least two seeds")
+    settings = {"preset": args.preset, "steps": args.steps, "batch_size": args.batch_size, "seq_len": args.seq_len,
+                "precision": args.precision, "ood_set": Path(args.ood).name, "metric": METRIC}
+    ledger = published(settings) if args.data is None else {}
+    wanted = [(key, seed) for key in args.only or ORDER for seed in args.seeds]
+    done = {k: r for k, r in ledger.items() if k in wanted}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
-    if args.update_docs:
-        if len(args.seeds) < 2:
-            raise SystemExit("--update-docs needs at least two seeds")
-        update_docs(result)
+    for key, seed in wanted:
+        if (key, seed) in done:
+            run = done[(key, seed)]
+            print(f"{key} seed {seed}: published", end="", flush=True)
+        else:
+            run = done[(key, seed)] = train_and_evaluate(out, key, seed, args)
+            print(f"{key} seed {seed}: trained", end="", flush=True)
+        print(f"; test {100 * run['test']['accuracy']:.2f}% / {run['test']['perplexity']:.2f}, "
+              f"OOD {100 * run['ood']['accuracy']:.2f}% / {run['ood']['perplexity']:.2f}", flush=True)
+        runs = [done[k] for k in wanted if k in done]
+        result = {**settings, "runs": runs, "rows": summarize(runs)}
+        (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
+        if args.update_docs and (key, seed) not in ledger:
+            update_docs(result)
     print(f"wrote {out / 'results.json'}")
 
 

@@ -59,3 +59,22 @@ def test_a_partial_table_names_what_is_not_yet_measured(tmp_path):
     assert "Verdict (test accuracy): fixed features have the best mean." in text
     lm_table.figure(result, tmp_path / "fig.png")
     assert (tmp_path / "fig.png").stat().st_size > 5_000
+
+
+def test_training_time_is_tokens_over_the_median_throughput():
+    history = [{"step": 1, "train/tokens_per_s": 100.0}, {"step": 2, "train/tokens_per_s": 1.0},  # a pause
+               {"step": 3, "train/tokens_per_s": 120.0}, {"step": 3, "valid/loss": 2.0}]
+    assert lm_table.train_seconds(history, 1000) == pytest.approx(10.0)
+    assert lm_table.train_seconds([{"step": 1}], 1000) is None
+
+
+def test_published_runs_are_reused_only_with_the_same_settings(tmp_path):
+    settings = {"preset": "tiny", "steps": 10, "batch_size": 2, "seq_len": 8, "precision": "fp32",
+                "ood_set": "ood.jsonl.gz", "metric": lm_table.METRIC}
+    runs = fake_runs({})[:2]
+    path = tmp_path / "results.json"
+    path.write_text(json.dumps({**settings, "runs": runs}))
+    assert lm_table.published(settings, path) == {("mlm-none", 0): runs[0], ("mlm-none", 1): runs[1]}
+    for key, other in (("steps", 20), ("metric", "every selected position, corrupted 80/10/10"), ("precision", "bf16")):
+        assert lm_table.published({**settings, key: other}, path) == {}
+    assert lm_table.published(settings, tmp_path / "absent.json") == {}
