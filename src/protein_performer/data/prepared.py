@@ -347,8 +347,9 @@ def read_manifest(path: str | os.PathLike) -> dict:
     path = Path(path)
     manifest_path = path / MANIFEST
     if not manifest_path.is_file():
-        raise PreparedCorpusError(f"{path} is not a prepared corpus (no {MANIFEST}; an interrupted prepare leaves none): "
-                                  "run `protein-performer prepare` again")
+        raise PreparedCorpusError(f"{path} is a folder but not a prepared corpus (no {MANIFEST}; an interrupted prepare "
+                                  "leaves none): give a FASTA file, or a folder written by `protein-performer prepare` "
+                                  "(run it again if it was interrupted)")
     try:
         manifest = json.loads(manifest_path.read_text())
     except json.JSONDecodeError as err:
