@@ -1,9 +1,9 @@
 """Backwards compatibility (arXiv 2009.14794, the seed paper's figure): a Transformer trained with exact
 softmax attention, run as a Performer with its weights unchanged, then fine-tuned.
 
-    python benchmarks/backcompat.py [--source runs/shared/exact-tiny] [--out runs/backcompat] \
+    python benchmarks/backcompat.py [--source runs/lm_table/mlm-softmax/seed-0] [--out runs/backcompat] \
         [--features 16 64 256 1024] [--seeds 3] [--finetune-features 64] [--finetune-seeds 3] [--steps 300] \
-        [--eval-every 25]
+        [--eval-every 25] [--update-docs]
 
 The source is an exact-attention run of this project (``protein-performer train --attention softmax``).
 1. Zero-shot, on the test split (fixed masks, fp32): the source, its exact conversion (must agree to
@@ -14,7 +14,9 @@ The source is an exact-attention run of this project (``protein-performer train 
    same settings and seed (the same batches and masks); validation accuracy every ``--eval-every``,
    then both on the test split. Repeated for ``--finetune-seeds`` seeds (seed s: projection draw s
    and training seed s, for both), reported as mean ± standard deviation.
-Writes ``OUT/results.json`` and ``docs/figures/backcompat_cpu.png``.
+Writes ``OUT/results.json`` and the figure; ``--update-docs`` rewrites the section between the
+``backcompat`` markers of docs/results.md and keeps the results beside the figure
+(docs/figures/backcompat_cpu.json), which a test holds the section to.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from protein_performer.training.evaluation import evaluate
 from protein_performer.training.objective import make_collator, make_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
+DOCS, FIGURE = ROOT / "docs" / "results.md", ROOT / "docs" / "figures" / "backcompat_cpu.png"
+BEGIN, END = "<!-- backcompat:begin (written by benchmarks/backcompat.py) -->", "<!-- backcompat:end -->"
 
 
 @torch.no_grad()
@@ -141,9 +145,66 @@ def curve_summary(curves: list[list[dict]]) -> dict:
                                for key, rows in by_step.items()}, "runs": curves}
 
 
+def _pm(stat: dict, scale: float = 100, digits: int = 2) -> str:
+    return f"{scale * stat['mean']:.{digits}f} ± {scale * stat['std']:.{digits}f}"
+
+
+def section(result: dict) -> str:
+    """The docs section: the zero-shot table, the fine-tuning table and the facts they show, every
+    number from ``result``."""
+    zero, favor = result["zero_shot"], result["zero_shot"]["favor"]
+    src, m, steps = zero["source"], result["finetune_features"], result["source_steps"]
+    lines = ["| model | accuracy % | perplexity | top-1 agreement with the source | KL (nats) |", "|---|---|---|---|---|",
+             f"| source: exact Transformer ({steps:,} steps) | {100 * src['accuracy']:.2f} | {src['perplexity']:.2f} | 100.0% | 0 |",
+             f"| exact conversion (`--attention softmax`) | {100 * zero['exact']['accuracy']:.2f} | {zero['exact']['perplexity']:.2f} | "
+             f"{100 * zero['exact']['agreement']:.1f}% | {zero['exact']['kl']:.2g} |"]
+    for row in favor:
+        lines.append(f"| FAVOR+ M = {row['num_features']}, zero-shot | {_pm(row['accuracy'])} | {_pm(row['perplexity'], 1)} | "
+                     f"{_pm(row['agreement'], 100, 1)}% | {_pm(row['kl'], 1, 4)} |")
+    cli = zero["evaluate_source"]
+    accuracies = [100 * r["accuracy"]["mean"] for r in favor]
+    lines += ["", f"- The exact conversion gives the source's numbers: {100 * cli['accuracy']:.2f}% / {cli['perplexity']:.3f} from "
+              "`protein-performer evaluate` for both (the script stops if they differ).",
+              f"- Zero-shot FAVOR: accuracy {min(accuracies):.2f}–{max(accuracies):.2f}% over M = "
+              f"{favor[0]['num_features']}–{favor[-1]['num_features']} against the source's {100 * src['accuracy']:.2f}%; "
+              f"top-1 agreement {100 * favor[0]['agreement']['mean']:.1f}% → {100 * favor[-1]['agreement']['mean']:.1f}%, "
+              f"KL {favor[0]['kl']['mean']:.4f} → {favor[-1]['kl']['mean']:.4f} nats.", "",
+              f"![backwards compatibility: zero-shot against M, fine-tuning against steps](figures/{FIGURE.name})", "",
+              f"| after | converted (M = {m}) | from scratch (M = {m}) |", "|---|---|---|"]
+    curves = result["finetune"]
+    for i, step in enumerate(curves["converted"]["steps"]):
+        cells = [f"{100 * curves[k]['accuracy']['mean'][i]:.2f} ± {100 * curves[k]['accuracy']['std'][i]:.2f}%"
+                 for k in ("converted", "scratch")]
+        lines.append(f"| {step} steps, validation | {cells[0]} | {cells[1]} |")
+    final = result["finetune_test"]
+    cells = [f"{_pm(final[k]['accuracy'])}% ({', '.join(f'{100 * v:.2f}' for v in final[k]['accuracy']['values'])}) / "
+             f"{final[k]['perplexity']['mean']:.2f}" for k in ("converted", "scratch")]
+    last = curves["converted"]["steps"][-1]
+    lines.append(f"| {last} steps, test split (`protein-performer evaluate`) | {cells[0]} | {cells[1]} |")
+    gap = 100 * (final["converted"]["accuracy"]["mean"] - final["scratch"]["accuracy"]["mean"])
+    spread = 100 * max(final["converted"]["accuracy"]["std"], final["scratch"]["accuracy"]["std"])
+    separated = min(final["converted"]["accuracy"]["values"]) > max(final["scratch"]["accuracy"]["values"])
+    lines += ["", f"- Step 0: the conversion starts at {100 * curves['converted']['accuracy']['mean'][0]:.2f}% on validation "
+              f"(the source reached {100 * result['source_validation_accuracy']:.2f}% there after {steps:,} steps), "
+              f"from scratch at {100 * curves['scratch']['accuracy']['mean'][0]:.2f}%.",
+              f"- After {last} steps, test split: converted − from scratch = {gap:+.2f} points (largest standard deviation "
+              f"{spread:.2f}); {'every seed of the conversion is ahead' if separated else 'the seeds overlap'}. "
+              f"Against the source ({100 * src['accuracy']:.2f}%), the fine-tuned conversion is "
+              f"{100 * final['converted']['accuracy']['mean'] - 100 * src['accuracy']:+.2f} points "
+              f"(its {last} steps come on top of the source's {steps:,})."]
+    return "\n".join(lines)
+
+
+def update_docs(result: dict, docs: Path = DOCS, figure_path: Path = FIGURE) -> None:
+    from docs_section import publish
+
+    publish(docs, (BEGIN, END), section(result), result, figure_path, plot)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--source", default=str(ROOT / "runs" / "shared" / "exact-tiny"), help="an exact-attention run directory")
+    parser.add_argument("--source", default=str(ROOT / "runs" / "lm_table" / "mlm-softmax" / "seed-0"),
+                        help="an exact-attention run directory (default: the Table 2 exact row, seed 0)")
     parser.add_argument("--out", default=str(ROOT / "runs" / "backcompat"))
     parser.add_argument("--features", type=int, nargs="+", default=[16, 64, 256, 1024])
     parser.add_argument("--seeds", type=int, default=3, help="projection draws per M for the zero-shot rows")
@@ -151,7 +212,7 @@ def main() -> None:
     parser.add_argument("--finetune-seeds", type=int, default=3, help="fine-tuning repeats (projection draw and training seed)")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--eval-every", type=int, default=25)
-    parser.add_argument("--figure", default=str(ROOT / "docs" / "figures" / "backcompat_cpu.png"))
+    parser.add_argument("--update-docs", action="store_true", help=f"rewrite the section in {DOCS.relative_to(ROOT)}")
     args = parser.parse_args()
     source_dir, out = Path(args.source), Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -219,8 +280,10 @@ def main() -> None:
         "torch": torch.__version__, "threads": torch.get_num_threads(),
     }
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    plot(result, Path(args.figure))
-    print(f"wrote {out / 'results.json'} and {args.figure}")
+    plot(result, out / FIGURE.name)
+    if args.update_docs:
+        update_docs(result)
+    print(f"wrote {out / 'results.json'} and {out / FIGURE.name}" + (f"; updated {DOCS}" if args.update_docs else ""))
 
 
 if __name__ == "__main__":
