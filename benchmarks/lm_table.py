@@ -152,7 +152,10 @@ def section(result: dict) -> str:
         for i, a in enumerate(keys):
             for b in keys[i + 1:]:
                 ra, rb = rows[a], rows[b]
-                verdict = "separated" if separated(ra["test_accuracy"], rb["test_accuracy"]) else "within the spread"
+                if min(len(ra["seeds"]), len(rb["seeds"])) < 2:
+                    verdict = "too few seeds yet to say"
+                else:
+                    verdict = "separated" if separated(ra["test_accuracy"], rb["test_accuracy"]) else "within the spread"
                 delta = ra["test_accuracy"]["mean"] - rb["test_accuracy"]["mean"]
                 lines.append(f"- {objective}: {ra['name']} − {rb['name']}: {delta:+.2f} points, {verdict}")
     redraws = [(k, label) for k, label in (("mlm-favor-softmax", "fixed"), ("mlm-favor-softmax-redraw100", "redrawn every 100 steps"),

@@ -78,3 +78,17 @@ def test_published_runs_are_reused_only_with_the_same_settings(tmp_path):
     for key, other in (("steps", 20), ("metric", "every selected position, corrupted 80/10/10"), ("precision", "bf16")):
         assert lm_table.published({**settings, key: other}, path) == {}
     assert lm_table.published(settings, tmp_path / "absent.json") == {}
+
+
+def test_the_docs_section_is_the_one_written_from_the_committed_results():
+    result = json.loads(lm_table.LEDGER.read_text())
+    docs = lm_table.DOCS.read_text()
+    assert f"{lm_table.BEGIN}\n{lm_table.section(result)}\n{lm_table.END}" in docs
+
+
+def test_one_seed_separates_nothing():
+    runs = [r for r in fake_runs({"mlm-softmax": 0.05}) if r["arm"] in ("mlm-none", "mlm-softmax") and (r["arm"] == "mlm-none" or r["seed"] == 0)]
+    result = {"preset": "tiny", "steps": 10, "batch_size": 2, "seq_len": 8, "rows": lm_table.summarize(runs)}
+    text = lm_table.section(result)
+    assert "| Transformer (exact) (1 of 3 seeds so far) |" in text
+    assert "no-context control (no attention) − Transformer (exact): -4.90 points, too few seeds yet to say" in text
