@@ -7,12 +7,13 @@ out-of-distribution set (PDB chains with no homolog in the corpus).
 
 Each (arm, seed) trains into ``OUT/ARM/seed-S`` (a finished run is not retrained; an interrupted one
 resumes from its last checkpoint, so the script can be stopped and run again) and is evaluated once
-(``evaluation.json`` beside it). The runs already published in docs/figures/lm_table_cpu.json with the
-same settings are the ledger: they are reused, not retrained, so a table can be finished over several
-sessions; with ``--update-docs`` the docs are rewritten after every newly finished run. The metric is ``protein-performer evaluate``'s: for masked LM every
-selected position (15%, fixed masks) is shown as ``<mask>``. Writes ``OUT/results.json``;
-``--update-docs`` rewrites the section between the ``lm-table``
-markers of docs/results.md and the figure docs/figures/lm_table_cpu.png with its JSON beside it.
+(``evaluation.json`` beside it). The metric is ``protein-performer evaluate``'s: for masked LM every
+selected position (15%, fixed masks) is shown as ``<mask>``. The runs already published in
+docs/figures/lm_table_cpu.json with the same settings are the ledger: reused, not retrained, and kept
+in the results whatever ``--only`` asks for, so a table can be finished over several sessions.
+Writes ``OUT/results.json``; ``--update-docs`` rewrites, after every newly finished run, the section
+between the ``lm-table`` markers of docs/results.md and the figure docs/figures/lm_table_cpu.png with
+its JSON beside it.
 """
 
 from __future__ import annotations
@@ -256,21 +257,19 @@ def main() -> None:
                 "precision": args.precision, "ood_set": Path(args.ood).name, "metric": METRIC}
     ledger = published(settings) if args.data is None else {}
     wanted = [(key, seed) for key in args.only or ORDER for seed in args.seeds]
-    done = {k: r for k, r in ledger.items() if k in wanted}
+    known = dict(ledger)  # published runs of other arms stay in the results: --only never drops them
     out.mkdir(parents=True, exist_ok=True)
     for key, seed in wanted:
-        if (key, seed) in done:
-            run = done[(key, seed)]
-            print(f"{key} seed {seed}: published", end="", flush=True)
-        else:
-            run = done[(key, seed)] = train_and_evaluate(out, key, seed, args)
-            print(f"{key} seed {seed}: trained", end="", flush=True)
-        print(f"; test {100 * run['test']['accuracy']:.2f}% / {run['test']['perplexity']:.2f}, "
-              f"OOD {100 * run['ood']['accuracy']:.2f}% / {run['ood']['perplexity']:.2f}", flush=True)
-        runs = [done[k] for k in wanted if k in done]
+        fresh = (key, seed) not in known
+        if fresh:
+            known[(key, seed)] = train_and_evaluate(out, key, seed, args)
+        run = known[(key, seed)]
+        print(f"{key} seed {seed}: {'trained' if fresh else 'published'}; test {100 * run['test']['accuracy']:.2f}% / "
+              f"{run['test']['perplexity']:.2f}, OOD {100 * run['ood']['accuracy']:.2f}% / {run['ood']['perplexity']:.2f}", flush=True)
+        runs = [known[k] for k in sorted(known, key=lambda k: (ORDER.index(k[0]), k[1]))]
         result = {**settings, "runs": runs, "rows": summarize(runs)}
         (out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
-        if args.update_docs and (key, seed) not in ledger:
+        if args.update_docs and fresh:
             update_docs(result)
     print(f"wrote {out / 'results.json'}")
 
