@@ -33,8 +33,11 @@ def test_train_announces_its_attention_and_prints_percentages(tmp_path, capsys, 
 
 
 def test_attention_name():
-    assert attention_name("softmax", "softmax", 256) == "exact softmax attention"
-    assert attention_name("favor", "relu", 64) == "FAVOR attention (relu kernel, M = 64)"
+    from protein_performer.model import preset
+
+    assert attention_name(preset("tiny", attention="softmax").to_dict()) == "exact softmax attention"
+    assert attention_name(preset("tiny", kernel="relu").to_dict()) == "FAVOR attention (relu kernel, M = 64)"
+    assert attention_name(preset("tiny", attention="local", window=32).to_dict()) == "local attention (exact softmax within 32 positions)"
 
 
 def test_progress_only_for_a_terminal_and_never_when_quiet(monkeypatch):

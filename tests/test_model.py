@@ -23,7 +23,7 @@ def test_config_round_trips_through_json(tmp_path):
     assert set(PRESETS) == {"tiny", "small", "paper"}
 
 
-@pytest.mark.parametrize("bad", [{"attention": "linear"}, {"kernel": "cos"}, {"num_heads": 5}, {"dropout": 1.5},
+@pytest.mark.parametrize("bad", [{"attention": "performer"}, {"kernel": "cos"}, {"num_heads": 5}, {"dropout": 1.5},
                                  {"d_model": "32"}, {"orthogonal": 1}, {"num_layers": 2.0}])
 def test_config_rejects_bad_values(bad):
     with pytest.raises(ValueError, match="invalid model config"):

@@ -1,10 +1,12 @@
-"""Multi-head self-attention layers: FAVOR and its exact-softmax twin, and :data:`ATTENTIONS`, the
-registry of attention kinds that models and configs build from.
+"""Multi-head self-attention layers: FAVOR and its exact-softmax twin, the efficient rivals the paper
+compares against, and :data:`ATTENTIONS`, the registry of attention kinds that models and configs build from.
 
-Both have the same parameters (``in_proj`` producing q, k, v and ``out_proj``), so weights move between
-them unchanged: that is what lets a trained softmax Transformer run as a Performer. Both also answer
-the analyses' questions about the matrix they apply (the whole L×L, a window of it, the attention each
-key receives) from q, k, so that no caller needs to know which kind of layer it holds.
+FAVOR, exact softmax, local (sliding window) and linear (elu + 1 features) attention have the same
+parameters (``in_proj`` producing q, k, v and ``out_proj``), so weights move between them unchanged:
+that is what lets a trained softmax Transformer run as a Performer. They also answer the analyses'
+questions about the matrix they apply (the whole L×L, a window of it, the attention each key receives)
+from q, k, so that no caller needs to know which kind of layer it holds. Reformer and Linformer come
+from their own packages (``baselines.py``, an optional extra).
 """
 
 from __future__ import annotations
@@ -14,10 +16,12 @@ from typing import ClassVar
 
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from .feature_maps import KeyFeatures, feature_map
 from .ops.favor import favor_attention, softmax_attention
-from .ops.linear import DEFAULT_CHUNK
+from .ops.linear import DEFAULT_CHUNK, linear_attention
+from .ops.local import local_attention
 from .ops.naive import (
     favor_attention_matrix,
     favor_received,
@@ -185,5 +189,69 @@ class FavorAttention(SelfAttention):
         return f"heads={self.num_heads}, features={self.num_features}, kernel={self.kernel}, causal={self.causal}"
 
 
-# The attention kinds a model can be built with, by the name its config gives.
-ATTENTIONS: dict[str, type[SelfAttention]] = {"favor": FavorAttention, "softmax": SoftmaxAttention}
+class LocalAttention(SelfAttention):
+    """Exact softmax attention within a sliding window: query i sees keys j with ``|i − j| ≤ window``
+    (causal: ``0 ≤ i − j ≤ window``). Linear in L; blind beyond the window by construction."""
+
+    options: ClassVar[tuple[str, ...]] = ("window",)
+
+    def __init__(self, embed_dim: int, num_heads: int, *, window: int = 64, causal: bool = False, bias: bool = True,
+                 dropout: float = 0.0):
+        super().__init__(embed_dim, num_heads, causal=causal, bias=bias, dropout=dropout)
+        if window < 1:
+            raise ValueError(f"window must be positive, got {window}")
+        self.window = window
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+        return local_attention(q, k, v, window=self.window, causal=self.causal, key_padding_mask=key_padding_mask)
+
+    def attention_matrix(self, q: Tensor, k: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        return softmax_attention_matrix(q, k, causal=self.causal, key_padding_mask=key_padding_mask, band=self.window)
+
+    def attention_window(self, q: Tensor, k: Tensor, start: int, window: int, key_padding_mask: Tensor | None = None) -> Tensor:
+        return softmax_window(q, k, start, window, causal=self.causal, key_padding_mask=key_padding_mask, band=self.window)
+
+    def received_attention(self, q: Tensor, k: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        return softmax_received(q, k, causal=self.causal, key_padding_mask=key_padding_mask, band=self.window)
+
+    def extra_repr(self) -> str:
+        return f"heads={self.num_heads}, window={self.window}, causal={self.causal}"
+
+
+class LinearAttention(SelfAttention):
+    """Linear attention of Katharopoulos et al. (2020): the deterministic feature map ``elu(x) + 1``
+    on queries and keys, ``A_ij ∝ φ(q_i)·φ(k_j)``. Linear in L like FAVOR, but no estimate of softmax:
+    a different, fixed kernel."""
+
+    @staticmethod
+    def features(q: Tensor, k: Tensor, key_padding_mask: Tensor | None) -> tuple[Tensor, Tensor]:
+        """φ(q), φ(k) ``[B, H, L, d]`` in float32 (float64 for float64 inputs), padded keys zero."""
+        work = torch.promote_types(q.dtype, torch.float32)
+        qf, kf = F.elu(q.to(work)) + 1, F.elu(k.to(work)) + 1
+        if key_padding_mask is not None:
+            kf = kf.masked_fill(key_padding_mask[:, None, :, None], 0.0)
+        return qf, kf
+
+    def attend(self, q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> Tensor:
+        qf, kf = self.features(q, k, key_padding_mask)
+        with torch.autocast(q.device.type, enabled=False):
+            out = linear_attention(qf, kf, v.to(qf.dtype), causal=self.causal)
+        return out.to(q.dtype)
+
+    def attention_matrix(self, q: Tensor, k: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        qf, kf = self.features(q, k, key_padding_mask)
+        return favor_window(qf, kf, 0, q.shape[-2], causal=self.causal)
+
+    def attention_window(self, q: Tensor, k: Tensor, start: int, window: int, key_padding_mask: Tensor | None = None) -> Tensor:
+        qf, kf = self.features(q, k, key_padding_mask)
+        return favor_window(qf, kf, start, window, causal=self.causal)
+
+    def received_attention(self, q: Tensor, k: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
+        qf, kf = self.features(q, k, key_padding_mask)
+        return favor_received(qf, kf, causal=self.causal, query_mask=key_padding_mask)
+
+
+# This package's own attention kinds, by the names configs give them (with baselines.BASELINES they
+# make the registry ``protein_performer.attention.ATTENTIONS``).
+LAYERS: dict[str, type[SelfAttention]] = {"favor": FavorAttention, "softmax": SoftmaxAttention, "local": LocalAttention,
+                                          "linear": LinearAttention}

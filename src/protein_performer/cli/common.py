@@ -72,10 +72,16 @@ def set_threads(args: argparse.Namespace) -> None:
         torch.set_num_threads(threads)
 
 
-def attention_name(attention: str, kernel: str, num_features: int) -> str:
-    """How a model's attention is announced: "exact softmax attention" or "FAVOR attention (softmax kernel, M = 64)"."""
-    if attention == "favor":
-        return f"FAVOR attention ({kernel} kernel, M = {num_features})"
-    if attention == "none":
-        return "no attention (the no-context control)"
-    return f"exact {attention} attention"
+def attention_name(config: dict) -> str:
+    """How the attention of a model ``config`` (a ``PerformerConfig`` as a dict) is announced, e.g.
+    "exact softmax attention" or "FAVOR attention (softmax kernel, M = 64)"."""
+    names = {
+        "favor": "FAVOR attention ({kernel} kernel, M = {num_features})",
+        "softmax": "exact softmax attention",
+        "local": "local attention (exact softmax within {window} positions)",
+        "linear": "linear attention (elu + 1 features)",
+        "reformer": "Reformer LSH attention ({n_hashes} hashes, buckets of {bucket_size})",
+        "linformer": "Linformer attention (k = {linformer_k}, max_len {max_len})",
+        "none": "no attention (the no-context control)",
+    }
+    return names[config["attention"]].format(**config)

@@ -7,8 +7,7 @@ import dataclasses
 import json
 import sys
 
-from ..attention import ATTENTIONS as ATTENTION_LAYERS
-from ..attention import KERNELS
+from ..attention import KERNELS, LAYERS
 from ..convert.distill import DistillSettings
 from ..errors import UserError
 from ..model.config import ATTENTIONS, OBJECTIVES, POSITIONS, PRESETS, PerformerConfig
@@ -16,7 +15,8 @@ from ..training.config import LR_SCHEDULES, PRECISIONS, TrainConfig
 from ..training.distributed import DEFAULT_TIMEOUT_MINUTES
 from .common import add_model_options, add_quiet, add_threads, attention_name, show_progress
 
-MODEL_OPTIONS = ("attention", "kernel", "objective", "dropout", "num_features", "redraw_interval", "positions")
+MODEL_OPTIONS = ("attention", "kernel", "objective", "dropout", "num_features", "redraw_interval", "positions", "window",
+                 "bucket_size", "n_hashes", "linformer_k")
 TRAIN_OPTIONS = ("data", "seq_len", "concat", "batch_size", "micro_batch_size", "max_steps", "lr", "warmup_steps", "lr_schedule",
                  "min_lr_ratio", "save_every", "eval_every", "eval_sequences", "seed", "precision")
 
@@ -48,7 +48,7 @@ def run_train(args: argparse.Namespace) -> int:
             if trainer.resumed:
                 print(f"resuming {args.out} at step {trainer.step}", file=sys.stderr)
             ranks = f" on {dist.world_size} processes" if dist.enabled else ""
-            print(f"training {config.objective} model with {attention_name(config.attention, config.kernel, config.num_features)}, "
+            print(f"training {config.objective} model with {attention_name(config.to_dict())}, "
                   f"{trainer.model.num_parameters():,} parameters, {len(trainer.train_data):,} training samples{ranks} -> {args.out}",
                   file=sys.stderr)
         final = trainer.fit(progress=show_progress(args))
@@ -107,7 +107,7 @@ def run_convert(args: argparse.Namespace) -> int:
     for note in report.notes:
         print(f"note: {note}", file=sys.stderr)
     config = report.config
-    attention = attention_name(config["attention"], config["kernel"], config["num_features"])
+    attention = attention_name(config)
     print(f"converted {report.source_format} model ({config['num_layers']} layers, d_model {config['d_model']}, "
           f"{report.parameters:,} parameters) to {attention} -> {args.out}")
     return 0
@@ -167,9 +167,16 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
     train.add_argument("--preset", choices=list(PRESETS), help="model size (default: tiny)")
     train.add_argument("--config", help="model config JSON (a PerformerConfig) instead of --preset (default: none)")
     train.add_argument("--attention", choices=ATTENTIONS,
-                       help=f"favor: FAVOR (Performer); softmax: exact attention, the Transformer baseline; none: no attention, "
-                            f"the no-context control ({_model_default('attention')})")
+                       help=f"favor: FAVOR (Performer); softmax: exact attention, the Transformer baseline; the rivals local "
+                            f"(sliding window), linear (elu + 1 features), reformer (LSH) and linformer (low rank; learned "
+                            f"positions), the last two from 'protein-performer[baselines]'; none: no attention, the "
+                            f"no-context control ({_model_default('attention')})")
     train.add_argument("--kernel", choices=KERNELS, help=f"FAVOR kernel ({_model_default('kernel')})")
+    train.add_argument("--window", type=int, help=f"local attention: keys at most this far from the query ({_model_default('window')})")
+    train.add_argument("--bucket-size", type=int, help=f"reformer: LSH bucket (chunk) length ({_model_default('bucket_size')})")
+    train.add_argument("--n-hashes", type=int, help=f"reformer: rounds of LSH hashing ({_model_default('n_hashes')})")
+    train.add_argument("--linformer-k", type=int,
+                       help=f"linformer: rows keys and values are projected to ({_model_default('linformer_k')})")
     train.add_argument("--objective", choices=OBJECTIVES,
                        help=f"mlm: masked language model; causal: next token ({_model_default('objective')})")
     train.add_argument("--positions", choices=POSITIONS,
@@ -233,7 +240,8 @@ def add_convert_parser(sub: argparse._SubParsersAction) -> None:
                       help="protein-performer run, or Hugging Face EsmForMaskedLM / BertForMaskedLM save_pretrained directory "
                            "(--from: the same)")
     conv.add_argument("--out", required=True, help="directory for the converted config.json + model.safetensors")
-    conv.add_argument("--attention", choices=tuple(ATTENTION_LAYERS), default="favor", help="attention of the converted model")
+    conv.add_argument("--attention", choices=tuple(LAYERS), default="favor",
+                      help="attention of the converted model (kinds with the source's parameters)")
     conv.add_argument("--kernel", choices=KERNELS, help=f"FAVOR kernel (default: the source's, or {_field_default(PerformerConfig, 'kernel')})")
     conv.add_argument("--num-features", type=int,
                       help=f"FAVOR random features M per head (default: the source's, or {_field_default(PerformerConfig, 'num_features')})")

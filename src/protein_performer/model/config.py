@@ -10,9 +10,11 @@ from pathlib import Path
 from ..attention import ATTENTIONS as ATTENTION_LAYERS
 from ..attention import FEATURE_MAPS, FEATURE_PRECISIONS, KERNELS
 
-# "favor" (Performer), "softmax" (exact: the Transformer baseline), "none" (no attention at all: the
-# no-context control, each position sees only its own token and position).
+# "favor" (Performer), "softmax" (exact: the Transformer baseline), the paper's rivals "local" (sliding
+# window), "linear" (elu + 1 features), "reformer" (LSH) and "linformer" (low rank), and "none" (no
+# attention at all: the no-context control, each position sees only its own token and position).
 ATTENTIONS = (*ATTENTION_LAYERS, "none")
+BIDIRECTIONAL_ONLY = ("reformer", "linformer")
 POSITIONS = ("rotary", "learned")
 OBJECTIVES = ("mlm", "causal")
 NORM_POSITIONS = ("pre", "post")
@@ -28,7 +30,7 @@ class PerformerConfig:
     num_heads: int = 4
     d_ff: int = 512
     dropout: float = 0.1
-    attention: str = "favor"  # "favor" (Performer), "softmax" (exact: the Transformer baseline) or "none" (control)
+    attention: str = "favor"  # one of ATTENTIONS: "favor" (Performer), "softmax" (exact: the Transformer baseline), ...
     kernel: str = "softmax"  # FAVOR kernel, see protein_performer.attention.KERNELS
     num_features: int = 256  # M, random features per head
     orthogonal: bool = True
@@ -36,6 +38,10 @@ class PerformerConfig:
     redraw_interval: int = 1000  # optimizer steps between projection redraws; 0 = never
     chunk_size: int = 128  # causal FAVOR chunk
     feature_precision: str = "float32"  # dtype of FAVOR's feature products: "float32" or "bf16" (FEATURE_PRECISIONS)
+    window: int = 64  # local attention: keys at most this many positions from the query
+    bucket_size: int = 32  # reformer: LSH chunk length
+    n_hashes: int = 4  # reformer: rounds of hashing
+    linformer_k: int = 64  # linformer: rows keys and values are projected to (max_len is its fixed length)
     objective: str = "mlm"  # "mlm" (bidirectional) or "causal" (next token, unidirectional)
     positions: str = "rotary"  # "rotary" (ESM-2; any length) or "learned" (the paper; up to max_len)
     max_len: int = 8192  # learned positions only
@@ -55,7 +61,8 @@ class PerformerConfig:
             value, kind = getattr(self, f.name), type(f.default)
             if not (type(value) is kind or (kind is float and type(value) is int)):
                 raise ValueError(f"invalid model config: {f.name} must be {kind.__name__}, got {value!r}")
-        sizes = ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff", "num_features", "chunk_size", "max_len")
+        sizes = ("vocab_size", "d_model", "num_layers", "num_heads", "d_ff", "num_features", "chunk_size", "max_len", "window",
+             "bucket_size", "n_hashes", "linformer_k")
         for name in sizes:
             if getattr(self, name) < 1:
                 raise ValueError(f"invalid model config: `{name}` must be positive, got {getattr(self, name)}")
@@ -70,6 +77,10 @@ class PerformerConfig:
             (self.feature_precision == "float32" or not FEATURE_MAPS[self.kernel].signed,
              f"feature_precision {self.feature_precision} is unsafe for the signed {self.kernel} features: use float32"),
             (self.positions in POSITIONS, f"positions must be one of {POSITIONS}"),
+            (not (self.attention in BIDIRECTIONAL_ONLY and self.objective == "causal"),
+             f"{self.attention} attention is bidirectional only (see protein_performer.attention.baselines): use `objective` mlm"),
+            (self.attention != "linformer" or self.positions == "learned",
+             "linformer attention computes queries and keys itself, so rotary positions cannot act on them: use `positions` learned"),
             (self.objective in OBJECTIVES, f"objective must be one of {OBJECTIVES}"),
             (self.norm_position in NORM_POSITIONS, f"norm_position must be one of {NORM_POSITIONS}"),
             (self.activation in ACTIVATIONS, f"activation must be one of {ACTIVATIONS}"),
@@ -86,7 +97,8 @@ class PerformerConfig:
         """Numbers the model holds, parameters and FAVOR projections (``num_features × d_model`` per
         layer): what its memory is made of, known before anything is allocated."""
         e, f, v, n = self.d_model, self.d_ff, self.vocab_size, self.num_layers
-        attention = 0 if self.attention == "none" else 4 * e * e + 4 * e + 2 * e
+        attention = {"none": 0, "reformer": 3 * e * e + 3 * e + 2 * e,  # shared qk
+                     "linformer": 4 * e * e + e + 2 * self.max_len * self.linformer_k + 2 * e}.get(self.attention, 4 * e * e + 4 * e + 2 * e)
         block = attention + 2 * e * f + f + e + 2 * e + (self.num_features * e if self.attention == "favor" else 0)
         embeddings = v * e + (self.max_len * e if self.positions == "learned" else 0) + (2 * e if self.embed_norm else 0)
         return embeddings + n * block + (e * e + 3 * e + v) + (2 * e if self.final_norm else 0)

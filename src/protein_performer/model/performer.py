@@ -27,11 +27,13 @@ ACTIVATION_FUNCTIONS = {"gelu": F.gelu, "gelu_tanh": partial(F.gelu, approximate
 ESM_MASK_RATIO = 0.15 * 0.8
 
 
-def make_attention(config: PerformerConfig) -> SelfAttention:
+def make_attention(config: PerformerConfig) -> nn.Module:
     """The attention layer ``config.attention`` names in the registry, given the options it takes."""
     layer = ATTENTIONS[config.attention]
     options = {"num_features": config.num_features, "kernel": config.kernel, "orthogonal": config.orthogonal,
-               "norm": config.feature_norm, "chunk_size": config.chunk_size, "precision": config.feature_precision}
+               "norm": config.feature_norm, "chunk_size": config.chunk_size, "precision": config.feature_precision,
+               "window": config.window, "bucket_size": config.bucket_size, "n_hashes": config.n_hashes,
+               "max_len": config.max_len, "linformer_k": config.linformer_k}
     return layer(config.d_model, config.num_heads, causal=config.causal, dropout=config.dropout,
                  **{name: options[name] for name in layer.options})
 

@@ -24,53 +24,61 @@ from .linear import causal_product, gate_matrix
 ROW_BLOCK = 256
 
 
-def _mask_scores(scores: Tensor, start: int, causal: bool, key_padding_mask: Tensor | None, fill: float) -> Tensor:
-    """Fill ``scores`` ``[..., R, L]`` (query rows ``start .. start + R − 1``) at padded keys and, when
-    causal, at keys after the query."""
+def _mask_scores(scores: Tensor, start: int, causal: bool, key_padding_mask: Tensor | None, fill: float,
+                 window: int | None = None) -> Tensor:
+    """Fill ``scores`` ``[..., R, L]`` (query rows ``start .. start + R − 1``) at padded keys, when
+    causal at keys after the query, and with a ``window`` at keys more than ``window`` positions away."""
     if key_padding_mask is not None:
         scores = scores.masked_fill(key_padding_mask[:, None, None, :], fill)
+    rows = torch.arange(start, start + scores.shape[-2], device=scores.device)[:, None]
+    offset = torch.arange(scores.shape[-1], device=scores.device)[None, :] - rows  # j − i
     if causal:
-        rows = torch.arange(start, start + scores.shape[-2], device=scores.device)[:, None]
-        scores = scores.masked_fill(torch.arange(scores.shape[-1], device=scores.device)[None, :] > rows, fill)
+        scores = scores.masked_fill(offset > 0, fill)
+    if window is not None:
+        scores = scores.masked_fill(offset.abs() > window, fill)
     return scores
 
 
 # -- exact softmax attention ----------------------------------------------------------------------------
 def softmax_attention_rows(q: Tensor, k: Tensor, start: int, end: int, *, causal: bool = False,
-                           key_padding_mask: Tensor | None = None) -> Tensor:
-    """Query rows ``[start, end)`` of ``softmax(q kᵀ/√d)`` over unmasked keys: ``[B, H, end − start, L]``."""
+                           key_padding_mask: Tensor | None = None, band: int | None = None) -> Tensor:
+    """Query rows ``[start, end)`` of ``softmax(q kᵀ/√d)`` over unmasked keys: ``[B, H, end − start, L]``.
+    ``band``: only keys at most that many positions from the query (local attention). A query with no
+    key left gets a zero row."""
     scores = torch.matmul(q[..., start:end, :], k.transpose(-1, -2)) / math.sqrt(q.shape[-1])
-    return torch.softmax(_mask_scores(scores, start, causal, key_padding_mask, -math.inf), dim=-1)
+    return torch.softmax(_mask_scores(scores, start, causal, key_padding_mask, -math.inf, band), dim=-1).nan_to_num(0.0)
 
 
-def softmax_attention_matrix(q: Tensor, k: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None) -> Tensor:
-    """``softmax(q kᵀ/√d)`` ``[B, H, L, L]`` over unmasked keys."""
-    return softmax_attention_rows(q, k, 0, q.shape[-2], causal=causal, key_padding_mask=key_padding_mask)
+def softmax_attention_matrix(q: Tensor, k: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None,
+                             band: int | None = None) -> Tensor:
+    """``softmax(q kᵀ/√d)`` ``[B, H, L, L]`` over unmasked keys (within ``band`` of the query when given)."""
+    return softmax_attention_rows(q, k, 0, q.shape[-2], causal=causal, key_padding_mask=key_padding_mask, band=band)
 
 
 def softmax_attention_naive(
-    q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None
+    q: Tensor, k: Tensor, v: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None, band: int | None = None
 ) -> Tensor:
     """``softmax(q kᵀ/√d) v`` with the L×L matrix written out."""
-    return torch.matmul(softmax_attention_matrix(q, k, causal=causal, key_padding_mask=key_padding_mask), v)
+    return torch.matmul(softmax_attention_matrix(q, k, causal=causal, key_padding_mask=key_padding_mask, band=band), v)
 
 
 def softmax_window(q: Tensor, k: Tensor, start: int, window: int, *, causal: bool = False,
-                   key_padding_mask: Tensor | None = None) -> Tensor:
+                   key_padding_mask: Tensor | None = None, band: int | None = None) -> Tensor:
     """Rows and columns ``[start, start + window)`` of ``softmax(q kᵀ/√d)`` (rows over all keys), in
     O(W·L); a window running past the end is cut there."""
     end = min(start + window, q.shape[-2])
-    return softmax_attention_rows(q, k, start, end, causal=causal, key_padding_mask=key_padding_mask)[..., start:end]
+    return softmax_attention_rows(q, k, start, end, causal=causal, key_padding_mask=key_padding_mask, band=band)[..., start:end]
 
 
-def softmax_received(q: Tensor, k: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None) -> Tensor:
+def softmax_received(q: Tensor, k: Tensor, *, causal: bool = False, key_padding_mask: Tensor | None = None,
+                     band: int | None = None) -> Tensor:
     """``Σ_i A_ij`` ``[B, H, L]`` for ``A = softmax(q kᵀ/√d)`` over real keys and real queries,
     ``ROW_BLOCK`` query rows at a time (memory O(ROW_BLOCK·L))."""
     length = q.shape[-2]
     received = torch.zeros(q.shape[:-1], dtype=q.dtype, device=q.device)
     for start in range(0, length, ROW_BLOCK):
         end = min(start + ROW_BLOCK, length)
-        attn = softmax_attention_rows(q, k, start, end, causal=causal, key_padding_mask=key_padding_mask)
+        attn = softmax_attention_rows(q, k, start, end, causal=causal, key_padding_mask=key_padding_mask, band=band)
         if key_padding_mask is not None:
             attn = attn.masked_fill(key_padding_mask[:, None, start:end, None], 0.0)
         received += attn.sum(-2)
