@@ -222,3 +222,11 @@ def test_rival_trains_saves_and_reloads(kind, tmp_path):
     tokens = torch.randint(4, 25, (2, 40))
     trainer.model.eval()
     torch.testing.assert_close(reloaded.model(tokens)["logits"], trainer.model(tokens)["logits"])
+    # The commands a user runs on it.
+    from protein_performer.cli import main
+
+    (tmp_path / "two.fa").write_text(">a\nMKTAYIAKQRQISFVKSHFSRQ\n>b\nMSTNPKPQRKTKRNTNRRPQDVKFPGG\n")
+    run = str(tmp_path / "run")
+    assert main(["embed", "--checkpoint", run, "--fasta", str(tmp_path / "two.fa"), "--out", str(tmp_path / "e.h5"), "--quiet"]) == 0
+    assert main(["score", "--checkpoint", run, "--sequence", "MKTAYIAKQRQISFVKSHFSRQ", "--mutations", "K2A,T3G", "--quiet"]) == 0
+    assert main(["evaluate", "--checkpoint", run, "--quiet", "--max-sequences", "8"]) == 0

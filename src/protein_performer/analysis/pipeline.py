@@ -181,7 +181,7 @@ def run_attention_maps(out: str | os.PathLike, checkpoint: str | os.PathLike, *,
     maps = sequence_attention_maps(plm, sequence, start=start, window=window).numpy()
     shown = sequence[start : start + maps.shape[-1]]
     np.savez_compressed(out / f"{stem}.npz", maps=maps, residues=shown, start=start)
-    kind = "FAVOR" if plm.config.attention == "favor" else "exact softmax"
+    kind = {"favor": "FAVOR", "softmax": "exact softmax"}.get(plm.config.attention, plm.config.attention)
     label = label or Path(checkpoint).resolve().name
     plot_attention_maps(maps, shown, out / f"{stem}.png", start=start,
                         title=f"{name}: residues {start + 1}-{start + len(shown)} of {len(sequence)}, {kind} attention ({label})")

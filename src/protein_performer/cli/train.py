@@ -7,7 +7,7 @@ import dataclasses
 import json
 import sys
 
-from ..attention import KERNELS, LAYERS
+from ..attention import KERNELS
 from ..convert.distill import DistillSettings
 from ..errors import UserError
 from ..model.config import ATTENTIONS, OBJECTIVES, POSITIONS, PRESETS, PerformerConfig
@@ -240,8 +240,7 @@ def add_convert_parser(sub: argparse._SubParsersAction) -> None:
                       help="protein-performer run, or Hugging Face EsmForMaskedLM / BertForMaskedLM save_pretrained directory "
                            "(--from: the same)")
     conv.add_argument("--out", required=True, help="directory for the converted config.json + model.safetensors")
-    conv.add_argument("--attention", choices=tuple(LAYERS), default="favor",
-                      help="attention of the converted model (kinds with the source's parameters)")
+    conv.add_argument("--attention", choices=("favor", "softmax"), default="favor", help="attention of the converted model")
     conv.add_argument("--kernel", choices=KERNELS, help=f"FAVOR kernel (default: the source's, or {_field_default(PerformerConfig, 'kernel')})")
     conv.add_argument("--num-features", type=int,
                       help=f"FAVOR random features M per head (default: the source's, or {_field_default(PerformerConfig, 'num_features')})")
