@@ -1,7 +1,8 @@
 """A small-scale Table 2 (arXiv 2009.14794) over seeds, with a no-context control and a redraw
 comparison: Transformer vs Performer-softmax vs Performer-ReLU, bidirectional (masked LM) and
-unidirectional (next token), same size, data order and steps, evaluated on the test split and on an
-out-of-distribution set (PDB chains with no homolog in the corpus).
+unidirectional (next token), and the paper's rivals (local, linear, Reformer, Linformer; bidirectional),
+same size, data order and steps, evaluated on the test split and on an out-of-distribution set (PDB
+chains with no homolog in the corpus). Each run keeps its learning curve (``benchmarks/rivals.py`` draws them).
 
     python benchmarks/lm_table.py [--steps 1000] [--seeds 0 1 2] [--only mlm-none ...] [--update-docs]
 
@@ -30,22 +31,31 @@ BEGIN, END = "<!-- lm-table:begin (written by benchmarks/lm_table.py) -->", "<!-
 SHARED_OOD = ROOT.parent / "shared" / "data" / "pdb_ss_dev.jsonl.gz"
 METRIC = "every selected position shown as <mask>"  # recorded with each evaluation; another metric re-evaluates
 
-# key: (objective, attention, kernel, redraw_interval or None for the preset's, name in the table)
+# key: (objective, attention, kernel, model settings changed from the preset's, name in the table)
 ARMS = {
-    "mlm-none": ("mlm", "none", "softmax", None, "no-context control (no attention)"),
-    "mlm-softmax": ("mlm", "softmax", "softmax", None, "Transformer (exact)"),
-    "mlm-favor-softmax": ("mlm", "favor", "softmax", None, "Performer (softmax, FAVOR+)"),
-    "mlm-favor-relu": ("mlm", "favor", "relu", None, "Performer (ReLU)"),
-    "causal-none": ("causal", "none", "softmax", None, "no-context control (no attention)"),
-    "causal-softmax": ("causal", "softmax", "softmax", None, "Transformer (exact)"),
-    "causal-favor-softmax": ("causal", "favor", "softmax", None, "Performer (softmax, FAVOR+)"),
-    "causal-favor-relu": ("causal", "favor", "relu", None, "Performer (ReLU)"),
-    "mlm-favor-softmax-redraw100": ("mlm", "favor", "softmax", 100, "Performer (softmax), redrawn every 100 steps"),
-    "mlm-favor-softmax-redraw10": ("mlm", "favor", "softmax", 10, "Performer (softmax), redrawn every 10 steps"),
+    "mlm-none": ("mlm", "none", "softmax", {}, "no-context control (no attention)"),
+    "mlm-softmax": ("mlm", "softmax", "softmax", {}, "Transformer (exact)"),
+    "mlm-favor-softmax": ("mlm", "favor", "softmax", {}, "Performer (softmax, FAVOR+)"),
+    "mlm-favor-relu": ("mlm", "favor", "relu", {}, "Performer (ReLU)"),
+    "causal-none": ("causal", "none", "softmax", {}, "no-context control (no attention)"),
+    "causal-softmax": ("causal", "softmax", "softmax", {}, "Transformer (exact)"),
+    "causal-favor-softmax": ("causal", "favor", "softmax", {}, "Performer (softmax, FAVOR+)"),
+    "causal-favor-relu": ("causal", "favor", "relu", {}, "Performer (ReLU)"),
+    "mlm-favor-softmax-redraw100": ("mlm", "favor", "softmax", {"redraw_interval": 100}, "Performer (softmax), redrawn every 100 steps"),
+    "mlm-favor-softmax-redraw10": ("mlm", "favor", "softmax", {"redraw_interval": 10}, "Performer (softmax), redrawn every 10 steps"),
+    # The paper's rivals (bidirectional only: Reformer and Linformer have no causal mode here), each at
+    # the config's default settings; Linformer cannot take rotary positions and learns its own.
+    "mlm-local": ("mlm", "local", "softmax", {}, "local attention (window ±64)"),
+    "mlm-linear": ("mlm", "linear", "softmax", {}, "linear attention (elu + 1)"),
+    "mlm-reformer": ("mlm", "reformer", "softmax", {}, "Reformer (LSH, 4 hashes, buckets of 32)"),
+    "mlm-linformer": ("mlm", "linformer", "softmax", {"positions": "learned"}, "Linformer (k = 64, learned positions)"),
 }
+CORE = ("none", "softmax", "favor")  # the attentions Table 2 compares pairwise; the rivals meet exact and FAVOR+
 ORDER = ["mlm-none", "mlm-softmax", "mlm-favor-softmax", "mlm-favor-relu",  # the bidirectional half first
          "mlm-favor-softmax-redraw100", "mlm-favor-softmax-redraw10",
-         "causal-none", "causal-softmax", "causal-favor-softmax", "causal-favor-relu"]
+         "causal-none", "causal-softmax", "causal-favor-softmax", "causal-favor-relu",
+         "mlm-local", "mlm-linear", "mlm-reformer", "mlm-linformer"]
+CURVE_EVERY = 50  # steps between the training-loss points kept with each run
 SETS = ("test", "ood")
 
 
@@ -64,7 +74,7 @@ def train_and_evaluate(out: Path, key: str, seed: int, args) -> dict:
     from protein_performer.training import TrainConfig, Trainer
     from protein_performer.training.evaluation import evaluate
 
-    objective, attention, kernel, redraw, _ = ARMS[key]
+    objective, attention, kernel, overrides, _ = ARMS[key]
     run = out / key / f"seed-{seed}"
     steps = args.steps
     latest = RunDir(run).latest_checkpoint()
@@ -72,7 +82,6 @@ def train_and_evaluate(out: Path, key: str, seed: int, args) -> dict:
         tc = TrainConfig(seq_len=args.seq_len, batch_size=args.batch_size, micro_batch_size=args.batch_size,
                          max_steps=steps, warmup_steps=max(1, steps // 20), save_every=max(1, steps // 5),
                          eval_every=max(1, steps // 5), seed=seed, precision=args.precision)
-        overrides = {} if redraw is None else {"redraw_interval": redraw}
         config = preset(args.preset, objective=objective, attention=attention, kernel=kernel, **overrides)
         Trainer(run, config, tc, corpus=args.corpus, checkpoint=latest).fit()
     cached = run / "evaluation.json"
@@ -80,8 +89,19 @@ def train_and_evaluate(out: Path, key: str, seed: int, args) -> dict:
     if evaluation.get("metric") != METRIC or evaluation.get("ood_set") != args.ood:
         evaluation = {"metric": METRIC, "ood_set": args.ood, "test": evaluate(run), "ood": evaluate(run, args.ood)}
         cached.write_text(json.dumps(evaluation, indent=1) + "\n")
-    seconds = train_seconds(RunDir(run).read_metrics(), steps * args.batch_size * args.seq_len)
-    return {"arm": key, "seed": seed, "train_seconds": seconds, "test": evaluation["test"], "ood": evaluation["ood"]}
+    history = RunDir(run).read_metrics()
+    seconds = train_seconds(history, steps * args.batch_size * args.seq_len)
+    return {"arm": key, "seed": seed, "train_seconds": seconds, "test": evaluation["test"], "ood": evaluation["ood"],
+            **curves(history)}
+
+
+def curves(history: list[dict]) -> dict:
+    """What a learning curve needs, kept with the run: training loss every ``CURVE_EVERY`` steps and
+    every validation (step, loss, accuracy). Time follows from ``train_seconds`` (steps at the median rate)."""
+    return {"curve": [[row["step"], round(row["train/loss"], 4)] for row in history
+                      if "train/loss" in row and row["step"] % CURVE_EVERY == 0],
+            "valid": [[row["step"], round(row["valid/loss"], 4), round(row["valid/accuracy"], 5)] for row in history
+                      if "valid/loss" in row]}
 
 
 def summarize(runs: list[dict]) -> list[dict]:
@@ -92,9 +112,9 @@ def summarize(runs: list[dict]) -> list[dict]:
         mine = [r for r in runs if r["arm"] == key]
         if not mine:
             continue
-        objective, attention, kernel, redraw, name = ARMS[key]
+        objective, attention, kernel, overrides, name = ARMS[key]
         row = {"arm": key, "name": name, "objective": objective, "attention": attention, "kernel": kernel,
-               "redraw_interval": redraw, "seeds": [r["seed"] for r in mine]}
+               "redraw_interval": overrides.get("redraw_interval"), "seeds": [r["seed"] for r in mine]}
         for split in SETS:
             for metric in ("accuracy", "perplexity"):
                 values = [r[split][metric] * (100 if metric == "accuracy" else 1) for r in mine]
@@ -126,7 +146,7 @@ def section(result: dict) -> str:
     seed, and the redraw comparison. Arms not yet measured are named, not left out silently."""
     rows = {r["arm"]: r for r in result["rows"]}
     seeds = max(len(r["seeds"]) for r in result["rows"])
-    table2 = [k for k in ORDER if ARMS[k][3] is None]
+    table2 = [k for k in ORDER if "redraw_interval" not in ARMS[k][3]]
     lines = [f"Mean ± standard deviation over {seeds} seeds (each seed changes the initialization, data order, masks",
              "and projections); *context* is the model's test accuracy minus the no-context control's.", "",
              "| model | test accuracy % | test perplexity | OOD accuracy % | OOD perplexity | context (points) | training time |",
@@ -150,15 +170,17 @@ def section(result: dict) -> str:
     lines += ["", "Differences that hold for every seed (each seed of one arm above every seed of the other, test accuracy):", ""]
     for objective in ("mlm", "causal"):
         keys = [k for k in table2 if ARMS[k][0] == objective and k in rows]
-        for i, a in enumerate(keys):
-            for b in keys[i + 1:]:
-                ra, rb = rows[a], rows[b]
-                if min(len(ra["seeds"]), len(rb["seeds"])) < 2:
-                    verdict = "too few seeds yet to say"
-                else:
-                    verdict = "separated" if separated(ra["test_accuracy"], rb["test_accuracy"]) else "within the spread"
-                delta = ra["test_accuracy"]["mean"] - rb["test_accuracy"]["mean"]
-                lines.append(f"- {objective}: {ra['name']} − {rb['name']}: {delta:+.2f} points, {verdict}")
+        core = [k for k in keys if ARMS[k][1] in CORE]
+        pairs = [(a, b) for i, a in enumerate(core) for b in core[i + 1:]]
+        pairs += [(a, b) for a in keys if a not in core for b in (f"{objective}-softmax", f"{objective}-favor-softmax") if b in rows]
+        for a, b in pairs:
+            ra, rb = rows[a], rows[b]
+            if min(len(ra["seeds"]), len(rb["seeds"])) < 2:
+                verdict = "too few seeds yet to say"
+            else:
+                verdict = "separated" if separated(ra["test_accuracy"], rb["test_accuracy"]) else "within the spread"
+            delta = ra["test_accuracy"]["mean"] - rb["test_accuracy"]["mean"]
+            lines.append(f"- {objective}: {ra['name']} − {rb['name']}: {delta:+.2f} points, {verdict}")
     redraws = [(k, label) for k, label in (("mlm-favor-softmax", "fixed"), ("mlm-favor-softmax-redraw100", "redrawn every 100 steps"),
                                            ("mlm-favor-softmax-redraw10", "redrawn every 10 steps")) if k in rows]
     if len(redraws) > 1 and redraws[0][0] == "mlm-favor-softmax":
@@ -234,6 +256,7 @@ def published(settings: dict, path: Path = LEDGER) -> dict[tuple[str, int], dict
 
 def main() -> None:
     from protein_performer.data import DATA_DIR, EncodedCorpus
+    from protein_performer.rundir import RunDir
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="runs/lm_table")
@@ -259,6 +282,10 @@ def main() -> None:
     wanted = [(key, seed) for key in args.only or ORDER for seed in args.seeds]
     known = dict(ledger)  # published runs of other arms stay in the results: --only never drops them
     out.mkdir(parents=True, exist_ok=True)
+    for (key, seed), run in known.items():  # runs published before curves were kept: from their directory, if here
+        directory = RunDir(out / key / f"seed-{seed}")
+        if "curve" not in run and directory.metrics.exists():
+            run.update(curves(directory.read_metrics()))
     for key, seed in wanted:
         fresh = (key, seed) not in known
         if fresh:

@@ -92,3 +92,20 @@ def test_one_seed_separates_nothing():
     text = lm_table.section(result)
     assert "| Transformer (exact) (1 of 3 seeds so far) |" in text
     assert "no-context control (no attention) − Transformer (exact): -4.90 points, too few seeds yet to say" in text
+
+
+def test_rivals_meet_exact_and_favor_not_each_other():
+    result = {"preset": "tiny", "steps": 10, "batch_size": 2, "seq_len": 8, "rows": lm_table.summarize(fake_runs({"mlm-local": 0.01}))}
+    text = lm_table.section(result)
+    assert "| local attention (window ±64) | 11.10 ± 0.10 |" in text
+    assert "- mlm: local attention (window ±64) − Transformer (exact): +1.00 points, separated" in text
+    assert "- mlm: Linformer (k = 64, learned positions) − Performer (softmax, FAVOR+): +0.00 points, within the spread" in text
+    assert "local attention (window ±64) − linear" not in text and "Not yet measured" not in text
+
+
+def test_each_run_keeps_its_learning_curve():
+    history = [{"step": s, "train/loss": 3.0 - s / 1000, "train/tokens_per_s": 10.0} for s in range(10, 210, 10)]
+    history.append({"step": 200, "valid/loss": 2.5, "valid/accuracy": 0.123456, "valid/tokens": 5})
+    kept = lm_table.curves(history)
+    assert kept["curve"] == [[50, 2.95], [100, 2.9], [150, 2.85], [200, 2.8]]
+    assert kept["valid"] == [[200, 2.5, 0.12346]]
