@@ -236,9 +236,14 @@ def figure(result: dict, path: Path) -> None:
 
 
 def update_docs(result: dict, docs: Path = DOCS, figure_path: Path = FIGURE) -> None:
+    """This section and figure, and (with the real docs) the rivals' section, which reads the same runs."""
     from docs_section import publish
 
     publish(docs, (BEGIN, END), section(result), result, figure_path, figure)
+    if docs == DOCS:
+        import rivals
+
+        rivals.refresh()
 
 
 SETTINGS = ("preset", "steps", "batch_size", "seq_len", "precision", "ood_set", "metric")

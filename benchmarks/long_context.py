@@ -29,7 +29,9 @@ def rss_mib() -> float:
     raise RuntimeError("no VmRSS")
 
 
-def single(preset_name: str, attention: str, length: int, steps: int, data: str | None = None) -> dict:
+def single(preset_name: str, attention: str, length: int, steps: int, data: str | None = None, overrides: dict | None = None) -> dict:
+    """One (attention, length): the median optimizer-step time over ``steps`` after a warmup step, and
+    the peak resident memory above the start; ``overrides`` change the preset's model settings."""
     import tempfile
 
     from protein_performer.data import EncodedCorpus
@@ -37,7 +39,7 @@ def single(preset_name: str, attention: str, length: int, steps: int, data: str 
     from protein_performer.training import TrainConfig, Trainer
 
     corpus = EncodedCorpus.from_file(data, split="train") if data else EncodedCorpus.from_fasta(split="train")
-    config = preset(preset_name, attention=attention, objective="mlm", dropout=0.0)
+    config = preset(preset_name, **{"attention": attention, "objective": "mlm", "dropout": 0.0, **(overrides or {})})
     # One sequence of `length` packed residues per optimizer step; nothing is written (no fit, no save).
     tc = TrainConfig(seq_len=length, concat=True, batch_size=1, micro_batch_size=1, lr=1e-4, warmup_steps=0)
     with tempfile.TemporaryDirectory() as run:

@@ -1,0 +1,75 @@
+"""benchmarks/rivals.py: the speed table and the facts it states, the learning curves it draws from the
+Table 2 ledger, and one (attention, length) of its sweep run in process."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+import rivals  # noqa: E402
+from test_bench_lm_table import fake_runs  # noqa: E402
+
+import lm_table  # noqa: E402
+
+
+def fake_result() -> dict:
+    sweep = []
+    for attention, rate in (("favor", 1000.0), ("softmax", 2000.0), ("local", 1500.0), ("linear", 1200.0), ("reformer", 300.0),
+                            ("linformer", 1800.0)):
+        for length in (1024, 2048):
+            slower = 4 if attention == "softmax" and length == 2048 else 1
+            sweep.append({"attention": attention, "length": length, "step_s": length / rate * slower,
+                          "tokens_per_s": rate / slower, "peak_mib": length / 10})
+    sweep[3] = {"attention": "softmax", "length": 2048, "skipped": "predicted step time over 60 s"}
+    runs = fake_runs({"mlm-local": 0.01})
+    for r in runs:
+        r["curve"] = [[50, 3.0 - r["seed"] * 0.1], [100, 2.8]]
+    ledger = {"preset": "tiny", "steps": 100, "batch_size": 2, "seq_len": 8, "runs": runs, "rows": lm_table.summarize(runs)}
+    return ledger, sweep
+
+
+def test_section_states_the_measured_facts(tmp_path):
+    ledger, sweep = fake_result()
+    (tmp_path / "ledger.json").write_text(json.dumps(ledger))
+    result = rivals.build({"preset": "tiny", "steps": 3, "lengths": "1024,2048"}, sweep, tmp_path / "ledger.json")
+    text = rivals.section(result)
+    assert "| Transformer (exact) | 2,000 tok/s, 102 MiB | – |" in text
+    assert "Not run: Transformer (exact) at L = 2048 (predicted step time over 60 s)." in text
+    assert "- L = 1024: Transformer (exact) fastest (2,000 tokens/s); FAVOR at 0.50× of it" in text
+    assert "- L = 2048: Linformer (k = 64) fastest (1,800 tokens/s); FAVOR at 0.56× of it" in text
+    assert "- local (window ±64): 11.10% (+1.00 points, every seed above every FAVOR+ seed)" in text
+    assert "- Reformer (LSH): 10.10% (+0.00 points, within the spread)" in text
+    assert "Not yet in Table 2" not in text
+    curves = result["curves"]["favor"]
+    assert curves["steps"] == [50, 100] and curves["loss"] == pytest.approx([2.9, 2.8]) and curves["seeds"] == 3
+    assert curves["seconds_per_step"] == pytest.approx(1.01)
+    docs = tmp_path / "results.md"
+    docs.write_text(f"a\n{rivals.BEGIN}\n{rivals.END}\nb\n")
+    rivals.update_docs(result, docs, tmp_path / "speed.png", tmp_path / "curves.png")
+    assert docs.read_text() == f"a\n{rivals.BEGIN}\n{text}\n{rivals.END}\nb\n"
+    assert (tmp_path / "speed.png").stat().st_size > 5_000 and (tmp_path / "curves.png").stat().st_size > 5_000
+
+
+def test_linformer_is_swept_at_its_own_length():
+    assert rivals.overrides("linformer", 4096) == {"positions": "learned", "max_len": 4096}
+    assert rivals.overrides("local", 4096) == {}
+
+
+@pytest.mark.parametrize("attention", ["linformer", "reformer"])
+def test_one_point_of_the_sweep(attention):
+    row = rivals.single("tiny", attention, 128, 1, overrides=rivals.overrides(attention, 128))
+    assert row["attention"] == attention and row["length"] == 128 and row["tokens_per_s"] > 0 and row["peak_mib"] >= 0
+
+
+def test_the_docs_section_is_the_one_written_from_the_committed_results():
+    path = rivals.SPEED.with_suffix(".json")
+    if not path.exists():
+        pytest.skip("the sweep is not published yet")
+    result = json.loads(path.read_text())
+    assert f"{rivals.BEGIN}\n{rivals.section(result)}\n{rivals.END}" in rivals.DOCS.read_text()
+    # and the section reads Table 2 as it stands
+    assert result["table"]["rows"] == json.loads(lm_table.LEDGER.read_text())["rows"]
