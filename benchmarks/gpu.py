@@ -17,6 +17,9 @@ What it measures, in this order (``--parts``), each item alone:
    attention in float64; and every method against exact softmax (ours: approximation included).
 3. ``train``: masked-LM training tokens/s of ``PerformerLM`` presets ``small`` and ``paper`` at L=1024
    and 8192, FAVOR and exact softmax attention, AdamW under bf16 autocast, B·L ≈ 16k tokens (halved on OOM).
+   ``rivals``: the same for every attention kind (FAVOR, exact, local, linear, Reformer, Linformer; the
+   last two need the extra ``baselines``, noted when absent) with the ``small`` preset at L = 1024 … 16384:
+   the GPU twin of ``benchmarks/rivals.py``'s CPU sweep.
 4. ``compile``: ``ours-compiled`` = ``torch.compile(favor_attention, fullgraph=True)``, static shapes, a
    fresh compile per direction and ``--compile-lengths`` (4096, 16384, 65536), timed as in 1 with the
    compile time (first run less a timed run) beside it, and its error at L=4096 as in 2. Late, because

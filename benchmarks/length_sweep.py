@@ -22,19 +22,25 @@ def sweep(script: str, args: Sequence[str], attentions: Sequence[str], lengths: 
         previous = None
         for length in lengths:
             skipped = predict_skip(previous, length, attention) if previous is not None else None
-            if skipped is None:
-                proc = subprocess.run([sys.executable, script, *args, "--single", attention, str(length)],
-                                      check=False, capture_output=True, text=True)
-                if proc.returncode != 0:
-                    skipped = f"failed: {proc.stderr.strip().splitlines()[-1:]}"
-            if skipped is not None:
-                results.append({"attention": attention, "length": length, "skipped": skipped})
-                print(f"{attention} L={length}: skipped ({skipped})", flush=True)
+            row = run_point(script, args, attention, length) if skipped is None else {"skipped": skipped}
+            if "skipped" in row:
+                results.append({"attention": attention, "length": length, "skipped": row["skipped"]})
+                print(f"{attention} L={length}: skipped ({row['skipped']})", flush=True)
                 break
-            previous = json.loads(proc.stdout.strip().splitlines()[-1])
+            previous = row
             results.append(previous)
             print(f"{attention} L={length}: {describe(previous)}", flush=True)
     return results
+
+
+def run_point(script: str, args: Sequence[str], attention: str, length: int) -> dict:
+    """``python script *args --single ATTENTION LENGTH`` in a fresh process: the JSON row it prints, or
+    ``{"skipped": "failed: ..."}`` with its last error line."""
+    proc = subprocess.run([sys.executable, script, *args, "--single", attention, str(length)], check=False,
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        return {"skipped": f"failed: {proc.stderr.strip().splitlines()[-1:]}"}
+    return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
 def plot_scaling(results: list[dict], path: Path, *, panels: list[tuple[str, str]], labels: dict[str, str],

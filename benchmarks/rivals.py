@@ -21,7 +21,7 @@ from pathlib import Path
 
 import lm_table
 from docs_section import publish
-from length_sweep import plot_scaling, sweep
+from length_sweep import plot_scaling, run_point
 from long_context import single
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -51,17 +51,52 @@ def overrides(attention: str, length: int) -> dict:
 
 
 def measure(args) -> list[dict]:
-    def predict_skip(previous: dict, length: int, attention: str) -> str | None:
-        growth = length / previous["length"]
-        if previous["step_s"] * growth ** (2 if attention in QUADRATIC else 1) > args.time_limit_s:
-            return f"predicted step time over {args.time_limit_s} s"
-        if previous["peak_mib"] * growth ** (2 if attention in QUADRATIC else 1) > args.memory_limit_gb * 1024:
-            return f"predicted memory over {args.memory_limit_gb} GB"
-        return None
-
+    """Every method at growing L, ``--repeats`` fresh processes per point, interleaved (each repeat runs
+    every method once before the next), so that drift in the machine's speed falls on all methods alike;
+    a row keeps the median and the range over repeats. A method stops at the first L predicted to
+    exceed the limits (exact attention quadratically, the others linearly) or that fails."""
     passed = ["--preset", args.preset, "--steps", str(args.steps)]
-    return sweep(__file__, passed, list(METHODS), [int(x) for x in args.lengths.split(",")], predict_skip=predict_skip,
-                 describe=lambda r: f"{r['tokens_per_s']:.0f} tokens/s, step {r['step_s']:.2f} s, peak {r['peak_mib']:.0f} MiB")
+    rows: list[dict] = []
+    previous: dict[str, dict] = {}
+    for length in (int(x) for x in args.lengths.split(",")):
+        alive = [m for m in METHODS if m not in {r["attention"] for r in rows if "skipped" in r}]
+        points: dict[str, list[dict]] = {}
+        for method in alive:
+            reason = predict_skip(previous.get(method), length, method, args)
+            if reason:
+                rows.append({"attention": method, "length": length, "skipped": reason})
+            else:
+                points[method] = []
+        for _ in range(args.repeats):
+            for method in [m for m in points if m not in {r["attention"] for r in rows if "skipped" in r}]:
+                point = run_point(__file__, passed, method, length)
+                if "skipped" in point:
+                    rows.append({"attention": method, "length": length, "skipped": point["skipped"]})
+                else:
+                    points[method].append(point)
+        for method, runs in points.items():
+            if any(r["attention"] == method and r["length"] == length for r in rows):
+                continue
+            rates, peaks = [r["tokens_per_s"] for r in runs], [r["peak_mib"] for r in runs]
+            row = {"attention": method, "length": length, "tokens_per_s": statistics.median(rates), "tokens_per_s_range": [min(rates), max(rates)],
+                   "peak_mib": statistics.median(peaks), "step_s": statistics.median(r["step_s"] for r in runs),
+                   "parameters": runs[0]["parameters"], "repeats": len(runs)}
+            rows.append(row)
+            previous[method] = row
+            print(f"{method} L={length}: {row['tokens_per_s']:.0f} tokens/s ({min(rates):.0f}–{max(rates):.0f}), "
+                  f"peak {row['peak_mib']:.0f} MiB", flush=True)
+    return rows
+
+
+def predict_skip(previous: dict | None, length: int, attention: str, args) -> str | None:
+    if previous is None:
+        return None
+    growth = (length / previous["length"]) ** (2 if attention in QUADRATIC else 1)
+    if previous["step_s"] * growth > args.time_limit_s:
+        return f"predicted step time over {args.time_limit_s} s"
+    if previous["peak_mib"] * growth > args.memory_limit_gb * 1024:
+        return f"predicted memory over {args.memory_limit_gb} GB"
+    return None
 
 
 def mean_curve(runs: list[dict]) -> tuple[list[int], list[float]]:
@@ -120,8 +155,9 @@ def section(result: dict) -> str:
     rows = [r for r in result["sweep"] if "skipped" not in r]
     lengths = sorted({r["length"] for r in result["sweep"]})
     cell = {(r["attention"], r["length"]): r for r in rows}
-    lines = [f"Training speed and memory against L ({result['preset']} preset, one packed window of L tokens per step, "
-             f"median of {result['steps']} steps after a warmup; peak resident memory above the start):", "",
+    lines = [f"Training speed and memory against L ({result['preset']} preset, one packed window of L tokens per step; "
+             f"each point the median over {result['repeats']} fresh processes, run interleaved, of each one's median "
+             f"over {result['steps']} steps after a warmup; peak resident memory above the start):", "",
              "| attention | " + " | ".join(f"L = {n}" for n in lengths) + " |", "|---|" + "---|" * len(lengths)]
     for attention, (_, label) in METHODS.items():
         cells = []
@@ -129,6 +165,10 @@ def section(result: dict) -> str:
             r = cell.get((attention, n))
             cells.append(f"{r['tokens_per_s']:,.0f} tok/s, {r['peak_mib']:,.0f} MiB" if r else "–")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    first = {r["attention"]: r for r in sorted(rows, key=lambda r: -r["length"])}  # each method at its shortest L
+    lines += ["", f"Parameters ({result['preset']} preset; Linformer's grow with its length, here at L = "
+                  f"{first['linformer']['length'] if 'linformer' in first else '–'}): "
+              + ", ".join(f"{METHODS[a][1]} {r['parameters']:,}" for a, r in first.items()) + "."]
     skipped = [r for r in result["sweep"] if "skipped" in r]
     if skipped:
         lines += ["", "Not run: " + "; ".join(f"{METHODS[r['attention']][1]} at L = {r['length']} ({r['skipped']})" for r in skipped) + "."]
@@ -140,7 +180,12 @@ def section(result: dict) -> str:
         best = max(here, key=lambda r: r["tokens_per_s"])
         favor = cell.get(("favor", n))
         ratio = f"; FAVOR at {favor['tokens_per_s'] / best['tokens_per_s']:.2f}× of it" if favor and best is not favor else ""
-        lines.append(f"- L = {n}: {METHODS[best['attention']][1]} fastest ({best['tokens_per_s']:,.0f} tokens/s){ratio}")
+        # Clearly fastest only if its slowest repeat beats every other method's fastest one.
+        clear = all(best["tokens_per_s_range"][0] > r["tokens_per_s_range"][1] for r in here if r is not best)
+        exact = cell.get(("softmax", n))
+        versus = f"; FAVOR {favor['tokens_per_s'] / exact['tokens_per_s']:.1f}× exact attention" if favor and exact else ""
+        lines.append(f"- L = {n}: {METHODS[best['attention']][1]} fastest ({best['tokens_per_s']:,.0f} tokens/s"
+                     f"{'' if clear else ', within the range of another method'}){ratio}{versus}")
     table = {r["arm"]: r for r in result["table"].get("rows", [])}
     favor = table.get(ARMS["favor"])
     present = [(a, table[arm]) for a, arm in ARMS.items() if arm in table and a != "favor"]
@@ -168,7 +213,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", default="tiny")
     parser.add_argument("--lengths", default="1024,2048,4096,8192,16384")
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=3, help="fresh processes per (method, L), interleaved")
     parser.add_argument("--time-limit-s", type=float, default=60)
     parser.add_argument("--memory-limit-gb", type=float, default=16)
     parser.add_argument("--remeasure", action="store_true", help="run the speed sweep even if its results are published")
@@ -180,7 +226,7 @@ def main() -> None:
         attention, length = args.single[0], int(args.single[1])
         print(json.dumps(single(args.preset, attention, length, args.steps, overrides=overrides(attention, length))))
         return
-    settings = {"preset": args.preset, "steps": args.steps, "lengths": args.lengths}
+    settings = {"preset": args.preset, "steps": args.steps, "repeats": args.repeats, "lengths": args.lengths}
     published = json.loads(SPEED.with_suffix(".json").read_text()) if SPEED.with_suffix(".json").exists() else {}
     if not args.remeasure and all(published.get(k) == v for k, v in settings.items()):
         sweep_rows = published["sweep"]
@@ -216,7 +262,7 @@ def refresh() -> None:
     path = SPEED.with_suffix(".json")
     if path.exists():
         published = json.loads(path.read_text())
-        update_docs(build({k: published[k] for k in ("preset", "steps", "lengths")}, published["sweep"]))
+        update_docs(build({k: published[k] for k in ("preset", "steps", "repeats", "lengths")}, published["sweep"]))
 
 
 if __name__ == "__main__":

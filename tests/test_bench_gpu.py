@@ -55,8 +55,11 @@ def test_smoke_measures_every_method_direction_and_part(tmp_path):
     assert all(i["rel_err_fp64"] > 1e-5 for i in bf16)  # the bf16 feature products do round
     assert len(doc["train"]) == 2 * 2 * 2
     assert all(i["note"] is None and math.isfinite(i["tokens_per_s"]) and i["tokens_per_s"] > 0 for i in doc["train"])
+    assert sorted({i["attention"] for i in doc["rivals"]}) == ["favor", "linear", "linformer", "local", "reformer", "softmax"]
+    assert len(doc["rivals"]) == 6 * 2 and all(i["note"] is None and i["tokens_per_s"] > 0 for i in doc["rivals"])
     table = (tmp_path / "table.md").read_text()
-    for heading in ("## Attention forward+backward, bidirectional", "## Attention forward+backward, causal", "## Output error", "## Training"):
+    for heading in ("## Attention forward+backward, bidirectional", "## Attention forward+backward, causal", "## Output error", "## Training",
+                    "## Every attention kind"):
         assert heading in table
     assert (tmp_path / "gpu.png").stat().st_size > 10_000
 

@@ -23,7 +23,8 @@ def fake_result() -> dict:
         for length in (1024, 2048):
             slower = 4 if attention == "softmax" and length == 2048 else 1
             sweep.append({"attention": attention, "length": length, "step_s": length / rate * slower,
-                          "tokens_per_s": rate / slower, "peak_mib": length / 10})
+                          "tokens_per_s": rate / slower, "tokens_per_s_range": [0.9 * rate / slower, 1.1 * rate / slower],
+                          "peak_mib": length / 10, "parameters": 1000})
     sweep[3] = {"attention": "softmax", "length": 2048, "skipped": "predicted step time over 60 s"}
     runs = fake_runs({"mlm-local": 0.01})
     for r in runs:
@@ -35,15 +36,17 @@ def fake_result() -> dict:
 def test_section_states_the_measured_facts(tmp_path):
     ledger, sweep = fake_result()
     (tmp_path / "ledger.json").write_text(json.dumps(ledger))
-    result = rivals.build({"preset": "tiny", "steps": 3, "lengths": "1024,2048"}, sweep, tmp_path / "ledger.json")
+    result = rivals.build({"preset": "tiny", "steps": 3, "repeats": 3, "lengths": "1024,2048"}, sweep, tmp_path / "ledger.json")
     text = rivals.section(result)
     assert "| Transformer (exact) | 2,000 tok/s, 102 MiB | – |" in text
     assert "Not run: Transformer (exact) at L = 2048 (predicted step time over 60 s)." in text
-    assert "- L = 1024: Transformer (exact) fastest (2,000 tokens/s); FAVOR at 0.50× of it" in text
-    assert "- L = 2048: Linformer (k = 64) fastest (1,800 tokens/s); FAVOR at 0.56× of it" in text
+    assert ("- L = 1024: Transformer (exact) fastest (2,000 tokens/s, within the range of another method); FAVOR at 0.50× of it; "
+            "FAVOR 0.5× exact attention") in text
+    assert "- L = 2048: Linformer (k = 64) fastest (1,800 tokens/s, within the range of another method); FAVOR at 0.56× of it" in text
     assert "- local (window ±64): 11.10% (+1.00 points, every seed above every FAVOR+ seed)" in text
     assert "- Reformer (LSH): 10.10% (+0.00 points, within the spread)" in text
     assert "Not yet in Table 2" not in text
+    assert "Parameters (tiny preset; Linformer's grow with its length, here at L = 1024): Performer (FAVOR+) 1,000," in text
     curves = result["curves"]["favor"]
     assert curves["steps"] == [50, 100] and curves["loss"] == pytest.approx([2.9, 2.8]) and curves["seeds"] == 3
     assert curves["seconds_per_step"] == pytest.approx(1.01)
@@ -52,6 +55,17 @@ def test_section_states_the_measured_facts(tmp_path):
     rivals.update_docs(result, docs, tmp_path / "speed.png", tmp_path / "curves.png")
     assert docs.read_text() == f"a\n{rivals.BEGIN}\n{text}\n{rivals.END}\nb\n"
     assert (tmp_path / "speed.png").stat().st_size > 5_000 and (tmp_path / "curves.png").stat().st_size > 5_000
+
+
+def test_a_point_is_skipped_when_predicted_too_slow_or_too_large():
+    class Limits:
+        time_limit_s, memory_limit_gb = 10.0, 1.0
+
+    previous = {"length": 1024, "step_s": 3.0, "peak_mib": 100.0}
+    assert rivals.predict_skip(None, 1024, "softmax", Limits) is None
+    assert rivals.predict_skip(previous, 2048, "favor", Limits) is None  # 6 s
+    assert rivals.predict_skip(previous, 2048, "softmax", Limits) == "predicted step time over 10.0 s"  # 12 s
+    assert rivals.predict_skip({**previous, "peak_mib": 600.0}, 2048, "favor", Limits) == "predicted memory over 1.0 GB"
 
 
 def test_linformer_is_swept_at_its_own_length():

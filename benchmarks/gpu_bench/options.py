@@ -13,7 +13,7 @@ CAUSAL_ONLY = ("ours-fla",)
 DIRECTIONS = ("bidirectional", "causal")
 # In the order they run: the safe, important numbers first; fla last, as a failing Triton kernel can leave a CUDA error
 # that every later item of the process would then report.
-PARTS = ("attention", "error", "train", "compile", "fla")
+PARTS = ("attention", "error", "train", "rivals", "compile", "fla")
 DEFAULT_OUT = "runs/bench/gpu"
 
 # Per setting: (GPU default, --smoke default). Training presets are PerformerConfig PRESETS names.
@@ -32,6 +32,8 @@ SIZES = {
     "train_tokens": (16384, 256),
     "train_warmup": (2, 1),
     "train_steps": (5, 2),
+    "rival_preset": ("small", "small"),
+    "rival_lengths": ([1024, 2048, 4096, 8192, 16384], [64, 128]),
 }
 # --smoke shrinks the presets to this (their positions and other choices stay), so that 2 steps take a second.
 SMOKE_MODEL = dict(d_model=32, num_layers=1, num_heads=2, d_ff=64, num_features=16, max_len=512)

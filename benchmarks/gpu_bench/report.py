@@ -91,8 +91,10 @@ def error_table(doc: dict[str, Any]) -> list[str]:
             _md(["method", "direction", "L", "rel. error (own, float64)", "rel. error (exact softmax)"], rows)]
 
 
-def train_table(doc: dict[str, Any]) -> list[str]:
-    items = doc["train"]
+def train_table(doc: dict[str, Any], section: str = "train", title: str = "Training throughput") -> list[str]:
+    items = doc.get(section, [])
+    if not items and section != "train":
+        return []
     rows = []
     for i in items:
         if i["note"] is None:
@@ -101,7 +103,7 @@ def train_table(doc: dict[str, Any]) -> list[str]:
         else:
             rows.append([i["preset"], i["attention"], str(i["length"]), "-", i["note"][:60], "-", "-"])
     cfg = doc["config"]
-    return [f"\n## Training throughput (masked LM, {cfg['train_steps']} AdamW steps after {cfg['train_warmup']} warmup, "
+    return [f"\n## {title} (masked LM, {cfg['train_steps']} AdamW steps after {cfg['train_warmup']} warmup, "
             f"{'bf16 autocast' if cfg['dtype'] == 'bf16' else 'float32'})\n",
             _md(["preset", "attention", "L", "batch", "tokens/s", "ms/step", "peak MiB"], rows)]
 
@@ -112,7 +114,8 @@ def write_table(doc: dict[str, Any], path: Path) -> Path:
             f"torch {meta['torch']}, fla {meta.get('fla') or 'not installed'}, TF32 matmul {meta.get('tf32')}, "
             f"{'--smoke (tiny sizes: checks the script, measures nothing)' if doc['config']['smoke'] else 'full run'}, "
             f"{doc.get('elapsed_s', 0):.0f} s."]
-    path.write_text("\n".join(head + attention_tables(doc) + error_table(doc) + train_table(doc)) + "\n")
+    path.write_text("\n".join(head + attention_tables(doc) + error_table(doc) + train_table(doc)
+                             + train_table(doc, "rivals", "Every attention kind: training throughput and memory against L")) + "\n")
     return path
 
 

@@ -16,12 +16,13 @@ from attention_bench.provenance import attention_source, machine_meta
 from .attention import run_compiled, run_errors, run_fla, run_timing
 from .record import Recorder
 from .report import plot, write_table
-from .training import run_training
+from .training import run_rivals, run_training
 
-RUNNERS = {"attention": run_timing, "error": run_errors, "train": run_training, "compile": run_compiled, "fla": run_fla}
+RUNNERS = {"attention": run_timing, "error": run_errors, "train": run_training, "rivals": run_rivals, "compile": run_compiled,
+           "fla": run_fla}
 CONFIG_KEYS = ("smoke", "device", "dtype", "lengths", "compile_lengths", "batch", "heads", "head_dim", "features", "chunk_size",
                "warmup", "reps", "error_length", "train_presets", "train_lengths", "train_tokens", "train_warmup", "train_steps",
-               "budget_s", "parts", "seed")
+               "rival_preset", "rival_lengths", "budget_s", "parts", "seed")
 
 
 def _version(name: str) -> str | None:
@@ -41,7 +42,7 @@ def header(args: argparse.Namespace) -> dict[str, Any]:
         "attention_source": attention_source(),
     })
     config = {k: (str(v) if k == "device" else v) for k, v in vars(args).items() if k in CONFIG_KEYS}
-    return {"meta": meta, "config": config, "attention": [], "error": [], "train": [], "elapsed_s": 0.0}
+    return {"meta": meta, "config": config, "attention": [], "error": [], "train": [], "rivals": [], "elapsed_s": 0.0}
 
 
 def write_outputs(doc: dict[str, Any], args: argparse.Namespace) -> None:
@@ -72,6 +73,6 @@ def run(args: argparse.Namespace) -> int:
         RUNNERS[part](rec, args, device)
         print(f"[{rec.elapsed():6.1f}s] -- {part} done in {time.monotonic() - started:.1f} s", flush=True)
         write_outputs(doc, args)
-    measured = sum(i["note"] is None for s in ("attention", "error", "train") for i in doc[s])
+    measured = sum(i["note"] is None for s in ("attention", "error", "train", "rivals") for i in doc[s])
     print(f"done in {rec.elapsed():.1f} s: {measured} items measured; {args.out / 'table.md'}", flush=True)
     return 0

@@ -24,6 +24,8 @@ from .options import SMOKE_MODEL
 from .record import MIB, Recorder, free_memory, is_oom
 
 ATTENTIONS = ("favor", "softmax")
+# The rivals part: every attention kind of the model, as in benchmarks/rivals.py on the CPU.
+RIVALS = ("favor", "softmax", "local", "linear", "reformer", "linformer")
 FIRST_RESIDUE = 5  # the alphabet's ids: <pad> <mask> <cls> <eos> <unk>, then the residues
 MASK_SHARE = 0.15
 IGNORE = -100  # cross_entropy's default ignore_index, as the collators use
@@ -68,8 +70,10 @@ def _steps(model: PerformerLM, batch: int, args: argparse.Namespace, length: int
 
 
 def train_item(args: argparse.Namespace, name: str, attention: str, length: int, device: torch.device) -> dict[str, Any]:
-    """Throughput of one configuration; on OOM the batch halves (down to 1) and the OOMs are listed."""
-    overrides = dict(attention=attention, objective="mlm", **(SMOKE_MODEL if args.smoke else {}))
+    """Throughput of one configuration; on OOM the batch halves (down to 1) and the OOMs are listed.
+    Linformer is built for the one length it runs at (and learned positions, which it needs)."""
+    fixed_length = {"positions": "learned", "max_len": length} if attention == "linformer" else {}
+    overrides = {"attention": attention, "objective": "mlm", **(SMOKE_MODEL if args.smoke else {}), **fixed_length}
     config = preset(name, **overrides)
     torch.manual_seed(args.seed)
     model = PerformerLM(config).to(device)
@@ -102,3 +106,12 @@ def run_training(rec: Recorder, args: argparse.Namespace, device: torch.device) 
                     rec.note("train", key, f"unknown preset; PRESETS has {', '.join(PRESETS)}")
                 else:
                     rec.measure("train", key, lambda n=name, a=attention, L=length: train_item(args, n, a, L, device), _describe)
+
+
+def run_rivals(rec: Recorder, args: argparse.Namespace, device: torch.device) -> None:
+    """Training throughput and peak memory of every attention kind at ``--rival-lengths`` (preset
+    ``args.rival_preset``); a kind whose package is missing is recorded with that note."""
+    for length in args.rival_lengths:
+        for attention in RIVALS:
+            key = {"preset": args.rival_preset, "attention": attention, "length": length}
+            rec.measure("rivals", key, lambda a=attention, L=length: train_item(args, args.rival_preset, a, L, device), _describe)
