@@ -10,10 +10,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+import lm_table  # noqa: E402
 import rivals  # noqa: E402
 from test_bench_lm_table import fake_runs  # noqa: E402
-
-import lm_table  # noqa: E402
 
 
 def fake_result() -> dict:
