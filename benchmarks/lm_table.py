@@ -96,10 +96,14 @@ def train_and_evaluate(out: Path, key: str, seed: int, args) -> dict:
 
 
 def curves(history: list[dict]) -> dict:
-    """What a learning curve needs, kept with the run: training loss every ``CURVE_EVERY`` steps and
-    every validation (step, loss, accuracy). Time follows from ``train_seconds`` (steps at the median rate)."""
-    return {"curve": [[row["step"], round(row["train/loss"], 4)] for row in history
-                      if "train/loss" in row and row["step"] % CURVE_EVERY == 0],
+    """What a learning curve needs, kept with the run: the training loss averaged over each block of
+    ``CURVE_EVERY`` steps (at its last step; one batch's loss is mostly that batch's difficulty), and every
+    validation (step, loss, accuracy). Time follows from ``train_seconds`` (steps at the median rate)."""
+    blocks: dict[int, list[float]] = {}
+    for row in history:
+        if "train/loss" in row:
+            blocks.setdefault(-(-row["step"] // CURVE_EVERY) * CURVE_EVERY, []).append(row["train/loss"])
+    return {"curve": [[step, round(statistics.fmean(losses), 4)] for step, losses in sorted(blocks.items())],
             "valid": [[row["step"], round(row["valid/loss"], 4), round(row["valid/accuracy"], 5)] for row in history
                       if "valid/loss" in row]}
 
@@ -287,9 +291,9 @@ def main() -> None:
     wanted = [(key, seed) for key in args.only or ORDER for seed in args.seeds]
     known = dict(ledger)  # published runs of other arms stay in the results: --only never drops them
     out.mkdir(parents=True, exist_ok=True)
-    for (key, seed), run in known.items():  # runs published before curves were kept: from their directory, if here
+    for (key, seed), run in known.items():  # curves of published runs from their directories, where they are here
         directory = RunDir(out / key / f"seed-{seed}")
-        if "curve" not in run and directory.metrics.exists():
+        if directory.metrics.exists():
             run.update(curves(directory.read_metrics()))
     for key, seed in wanted:
         fresh = (key, seed) not in known

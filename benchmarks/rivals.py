@@ -41,6 +41,7 @@ METHODS = {
 ARMS = {"favor": "mlm-favor-softmax", "softmax": "mlm-softmax", "local": "mlm-local", "linear": "mlm-linear",
         "reformer": "mlm-reformer", "linformer": "mlm-linformer"}
 QUADRATIC = ("softmax",)
+CONTROL = ("none", "mlm-none", "no-context control")  # drawn beside the curves: what training reaches without context
 
 
 def overrides(attention: str, length: int) -> dict:
@@ -109,7 +110,7 @@ def mean_curve(runs: list[dict]) -> tuple[list[int], list[float]]:
 def curves_by_method(ledger: dict) -> dict[str, dict]:
     """For each method with runs that kept a curve: steps, mean loss, seconds per step (median over seeds)."""
     out = {}
-    for attention, arm in ARMS.items():
+    for attention, arm in {**ARMS, CONTROL[0]: CONTROL[1]}.items():
         runs = [r for r in ledger.get("runs", []) if r["arm"] == arm and r.get("curve")]
         if not runs:
             continue
@@ -127,7 +128,7 @@ def draw_curves(result: dict, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
     for attention, c in result["curves"].items():
-        label = f"{METHODS[attention][1]} ({c['seeds']} seeds)"
+        label = f"{METHODS[attention][1] if attention in METHODS else CONTROL[2]} ({c['seeds']} seeds)"
         axes[0].plot(c["steps"], c["loss"], label=label)
         axes[1].plot([s * c["seconds_per_step"] / 60 for s in c["steps"]], c["loss"], label=label)
     axes[0].set_xlabel("optimizer step")
