@@ -129,7 +129,8 @@ class PerformerLM(nn.Module):
     def _embed(self, tokens: Tensor, padding_mask: Tensor | None = None) -> Tensor:
         length = tokens.shape[1]
         if self.embed_positions is not None and length > self.config.max_len:
-            raise ValueError(f"sequence of {length} tokens is longer than this model's learned positions ({self.config.max_len})")
+            raise ValueError(f"sequence of {length} tokens is longer than this model's learned positions ({self.config.max_len}, "
+                             f"<cls> and <eos> included): crop the protein, or use a model with rotary positions (any length)")
         x = self.embed_tokens(tokens)
         if self.config.token_dropout:
             # ESM-2 was trained with <mask> embeddings zeroed; it rescales so that the embedding's
