@@ -205,6 +205,13 @@ def section(result: dict) -> str:
         else:
             verdict = f"{rows[best]['name']} has the best mean, within the spread of fixed features"
         lines += ["", f"Verdict (test accuracy): {verdict}."]
+        for key, label in redraws[1:]:
+            facts = []
+            for split, metric, unit in (("test", "accuracy", " points"), ("ood", "perplexity", "")):
+                a, b = rows[key][f"{split}_{metric}"], rows["mlm-favor-softmax"][f"{split}_{metric}"]
+                spread = "separated" if separated(a, b) else "within the spread"
+                facts.append(f"{'test accuracy' if split == 'test' else 'OOD perplexity'} {a['mean'] - b['mean']:+.2f}{unit} ({spread})")
+            lines.append(f"- {label} against fixed: " + ", ".join(facts))
     lines += ["", f"![Table 2 over seeds](figures/{FIGURE.name})"]
     return "\n".join(lines)
 
