@@ -4,6 +4,7 @@
   causal (chunked prefix sums), with its backward written out.
 - ``fused.py``: FAVOR+ (positive softmax features) and its attention as one autograd function.
 - ``favor.py``: :func:`favor_attention` and :func:`softmax_attention`, the calls layers make.
+- ``local.py``: sliding-window softmax attention in blocks (the local rival), linear in L.
 - ``naive.py``: the L×L references the fast paths are tested against, and the windows and column sums
   the analyses read.
 
