@@ -59,24 +59,27 @@ def measure(args) -> list[dict]:
     passed = ["--preset", args.preset, "--steps", str(args.steps)]
     rows: list[dict] = []
     previous: dict[str, dict] = {}
+    stopped: set[str] = set()
+
+    def stop(method: str, length: int, reason: str) -> None:
+        rows.append({"attention": method, "length": length, "skipped": reason})
+        stopped.add(method)
+
     for length in (int(x) for x in args.lengths.split(",")):
-        alive = [m for m in METHODS if m not in {r["attention"] for r in rows if "skipped" in r}]
-        points: dict[str, list[dict]] = {}
-        for method in alive:
+        for method in [m for m in METHODS if m not in stopped]:
             reason = predict_skip(previous.get(method), length, method, args)
             if reason:
-                rows.append({"attention": method, "length": length, "skipped": reason})
-            else:
-                points[method] = []
+                stop(method, length, reason)
+        points: dict[str, list[dict]] = {m: [] for m in METHODS if m not in stopped}
         for _ in range(args.repeats):
-            for method in [m for m in points if m not in {r["attention"] for r in rows if "skipped" in r}]:
+            for method in [m for m in points if m not in stopped]:
                 point = run_point(__file__, passed, method, length)
                 if "skipped" in point:
-                    rows.append({"attention": method, "length": length, "skipped": point["skipped"]})
+                    stop(method, length, point["skipped"])
                 else:
                     points[method].append(point)
         for method, runs in points.items():
-            if any(r["attention"] == method and r["length"] == length for r in rows):
+            if method in stopped:
                 continue
             rates, peaks = [r["tokens_per_s"] for r in runs], [r["peak_mib"] for r in runs]
             row = {"attention": method, "length": length, "tokens_per_s": statistics.median(rates), "tokens_per_s_range": [min(rates), max(rates)],

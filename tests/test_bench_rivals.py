@@ -87,3 +87,24 @@ def test_the_docs_section_is_the_one_written_from_the_committed_results():
     assert f"{rivals.BEGIN}\n{rivals.section(result)}\n{rivals.END}" in rivals.DOCS.read_text()
     # and the section reads Table 2 as it stands
     assert result["table"]["rows"] == json.loads(lm_table.LEDGER.read_text())["rows"]
+
+
+def test_the_sweep_stops_a_method_at_its_first_failure_or_predicted_overrun(monkeypatch):
+    import types
+
+    calls = []
+
+    def point(script, passed, method, length):
+        calls.append((method, length))
+        if method == "reformer" and length == 2048:
+            return {"skipped": "failed: out of memory"}
+        step = (length / 1024) ** 2 * 40 if method == "softmax" else 1.0
+        return {"tokens_per_s": 1000.0 + len(calls), "peak_mib": 10.0, "step_s": step, "parameters": 5}
+
+    monkeypatch.setattr(rivals, "run_point", point)
+    args = types.SimpleNamespace(preset="tiny", steps=1, lengths="1024,2048,4096", repeats=2, time_limit_s=60, memory_limit_gb=16)
+    rows = rivals.measure(args)
+    assert [(r["attention"], r["length"], r["skipped"]) for r in rows if "skipped" in r] == [
+        ("softmax", 2048, "predicted step time over 60 s"), ("reformer", 2048, "failed: out of memory")]
+    assert len(calls) == 6 * 2 + 5 * 2 - 1 + 4 * 2  # reformer's failing point is not repeated
+    assert all(r["repeats"] == 2 and r["tokens_per_s_range"][0] < r["tokens_per_s_range"][1] for r in rows if "skipped" not in r)
