@@ -8,7 +8,7 @@ import torch
 from conftest import qkv
 
 from protein_performer.attention import draw_projection, favor_attention, feature_map, random_features
-from protein_performer.attention.ops.linear import causal_product, gated_prefix, key_stabilizer
+from protein_performer.attention.ops.linear import causal_backward, causal_parts, causal_product, gated_prefix, key_stabilizer
 from protein_performer.attention.ops.naive import favor_attention_naive
 
 POSITIVE = ("softmax", "softmax_hyperbolic")
@@ -110,6 +110,25 @@ def test_gated_causal_product_equals_the_masked_gated_matrix(chunk, reverse):
     scores = scores.triu() if reverse else scores.tril()
     got = causal_product(q, k, v, log_scale=log_scale, chunk=chunk, reverse=reverse)
     torch.testing.assert_close(got, scores @ v, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize("chunk", [7, 16, 45])
+@pytest.mark.parametrize("share_forward", [False, True])
+def test_shared_backward_equals_autograd_of_the_masked_gated_matrix(chunk, share_forward):
+    """The three backward products share their states and scores with each other (and, when kept, with
+    the forward pass's, transposed): the gradients are those of the explicit L×L product."""
+    g = torch.Generator().manual_seed(100 + chunk)
+    qf, kf = (torch.rand(2, 3, 45, 6, generator=g, dtype=torch.float64) for _ in range(2))
+    ve = torch.randn(2, 3, 45, 5, generator=g, dtype=torch.float64)
+    gu = torch.randn(2, 3, 45, 5, generator=g, dtype=torch.float64)
+    log_scale = torch.cummax(5 * torch.randn(2, 3, 45, generator=g, dtype=torch.float64), dim=-1).values
+    _, parts = causal_parts(qf, kf, ve, log_scale=log_scale, chunk=chunk)
+    got = causal_backward(qf, kf, ve, gu, log_scale, chunk, parts if share_forward else None)
+    inputs = [t.clone().requires_grad_() for t in (qf, kf, ve)]
+    gates = torch.exp(log_scale[..., None, :] - log_scale[..., :, None]).tril()
+    (((inputs[0] @ inputs[1].transpose(-1, -2)) * gates) @ inputs[2]).mul(gu).sum().backward()
+    for ours, expected in zip(got, (t.grad for t in inputs)):
+        torch.testing.assert_close(ours, expected, rtol=1e-10, atol=1e-10)
 
 
 def test_running_stabilizer_is_monotone_causal_and_ignores_padding():

@@ -17,6 +17,7 @@ gate) and recomputes nothing quadratic, so memory is linear in L in both directi
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -41,12 +42,16 @@ def key_stabilizer(logits: Tensor, causal: bool) -> Tensor:
 
 
 def gate_matrix(log_scale: Tensor, reverse: bool) -> Tensor:
-    """``[..., S, S]``: ``e^{g_in − g_out}`` for in ≤ out (in ≥ out when reversed), 0 elsewhere."""
+    """``[..., S, S]``: ``e^{g_in − g_out}`` for in ≤ out (in ≥ out when reversed), 0 elsewhere.
+
+    The exponents are clamped to ≤ 0 (what the kept entries are anyway) and the other half is zeroed
+    after the exponential: ``exp`` of ``−inf`` or of large arguments takes a scalar path on the CPU,
+    3–30× slower than the vectorized one."""
     diff = log_scale[..., None, :] - log_scale[..., :, None]  # [..., out, in]
     size = log_scale.shape[-1]
     keep = torch.ones(size, size, dtype=torch.bool, device=log_scale.device)
     keep = keep.triu() if reverse else keep.tril()
-    return diff.masked_fill(~keep, -math.inf).exp_()
+    return diff.clamp_(max=0.0).exp_().masked_fill_(~keep, 0.0)
 
 
 def _pad_to(x: Tensor, length: int, dim: int, edge: bool = False) -> Tensor:
@@ -114,14 +119,25 @@ def chunk_gates(log_scale: Tensor, chunk: int) -> Tensor:
     return gate_matrix(_pad_to(log_scale, n * c, -1, edge=True).unflatten(-1, (n, c)), reverse=False)
 
 
-def causal_product(q: Tensor, k: Tensor, v: Tensor, *, log_scale: Tensor | None = None, chunk: int = DEFAULT_CHUNK,
-                   reverse: bool = False, gates: Tensor | None = None) -> Tensor:
-    """``u_t = Σ_{j ≤ t} (q_t·k_j) e^{g_j − g_t} v_j`` (``j ≥ t`` with ``reverse=True``), unnormalized.
+class CausalParts(NamedTuple):
+    """What :func:`causal_parts` computes besides the output, for a later product that shares it.
 
-    q, k ``[..., L, M]``; v ``[..., L, D]``; ``log_scale`` g ``[..., L]`` non-decreasing in the direction
-    of the sum (None: no gate) → ``[..., L, D]``. ``gates``: :func:`chunk_gates` of g, or when reversed
-    of −g, if already computed. Memory O(L·(C + M + D) + (L/C)·M·D).
-    """
+    ``carried`` ``[(…)·N, Mk, Dv]``: the gated states summed over chunks up to each chunk; ``scores``
+    ``[..., N, C, C]``: the gated within-chunk products of queries and keys. A product whose keys and
+    values are this one's values and keys (in that order), with the same gate and direction, has
+    ``carried`` transposed; one whose queries and keys are swapped, with the gate and direction
+    reversed, has ``scores`` transposed: the four products of a causal forward and backward pass share
+    two of each."""
+
+    carried: Tensor
+    scores: Tensor
+
+
+def causal_parts(q: Tensor, k: Tensor, v: Tensor, *, log_scale: Tensor | None = None, chunk: int = DEFAULT_CHUNK,
+                 reverse: bool = False, gates: Tensor | None = None, carried: Tensor | None = None,
+                 scores: Tensor | None = None) -> tuple[Tensor, CausalParts]:
+    """:func:`causal_product` and its :class:`CausalParts`; ``carried`` and ``scores``, if given, are
+    used instead of being computed (then k, or q and k, only give shapes)."""
     length, dim = q.shape[-2], v.shape[-1]
     c = min(chunk, length)
     n = -(-length // c)
@@ -130,17 +146,18 @@ def causal_product(q: Tensor, k: Tensor, v: Tensor, *, log_scale: Tensor | None 
         log_scale = q.new_zeros(q.shape[:-1], dtype=torch.promote_types(q.dtype, torch.float32))
     gc = _pad_to(log_scale, n * c, -1, edge=True).unflatten(-1, (n, c))  # [..., N, C]
     end = 0 if reverse else c - 1
-    # Each chunk's state Σ_j k_j v_jᵀ e^{g_j − g_end}, at the gate of the chunk's last position (first
-    # when reversed), then summed over the chunks before it (after it when reversed). Products run in
-    # the inputs' dtype (bf16 under that precision policy), sums across chunks in the gate's.
     ends = gc[..., end]  # [..., N]
-    scale = torch.exp(gc - ends[..., None])[..., None]  # applied to the narrower of k and v
-    if k.shape[-1] <= dim:
-        states = torch.matmul((kc * scale).to(k.dtype).transpose(-1, -2), vc)
-    else:
-        states = torch.matmul(kc.transpose(-1, -2), (vc * scale).to(v.dtype))
-    carried = gated_prefix(states.to(gc.dtype).flatten(-2), ends, reverse=reverse).to(q.dtype).reshape(-1, *states.shape[-2:])
-    del states
+    if carried is None:
+        # Each chunk's state Σ_j k_j v_jᵀ e^{g_j − g_end}, at the gate of the chunk's last position (first
+        # when reversed), then summed over the chunks before it (after it when reversed). Products run in
+        # the inputs' dtype (bf16 under that precision policy), sums across chunks in the gate's.
+        scale = torch.exp(gc - ends[..., None])[..., None]  # applied to the narrower of k and v
+        if k.shape[-1] <= dim:
+            states = torch.matmul((kc * scale).to(k.dtype).transpose(-1, -2), vc)
+        else:
+            states = torch.matmul(kc.transpose(-1, -2), (vc * scale).to(v.dtype))
+        carried = gated_prefix(states.to(gc.dtype).flatten(-2), ends, reverse=reverse).to(q.dtype).reshape(-1, *states.shape[-2:])
+        del states
     # Across chunks: chunk n's queries read the state carried to the chunk before it (after it), scaled
     # from that chunk's gate to each query's own.
     out = q.new_empty((*qc.shape[:-1], dim))  # [..., N, C, D]
@@ -149,16 +166,26 @@ def causal_product(q: Tensor, k: Tensor, v: Tensor, *, log_scale: Tensor | None 
     torch.bmm(qc.reshape(-1, c, qc.shape[-1])[dst], carried[src], out=flat_out[dst])
     flat_out[dst].mul_(_carry_weights(ends, gc, reverse)[..., None])
     flat_out[-1 if reverse else 0].zero_()  # the one chunk nothing was carried into
-    del carried
     # Within chunks: the masked, gated C×C product, added in place.
-    if gates is None:
-        gates = gate_matrix(gc, reverse)
-    elif reverse:
-        gates = gates.transpose(-1, -2)
-    scores = torch.matmul(qc, kc.transpose(-1, -2)).mul_(gates)  # [..., N, C, C]
-    flat_out.baddbmm_(scores.view(-1, c, c), vc.reshape(-1, c, dim))
-    del scores
-    return out.flatten(-3, -2)[..., :length, :]
+    if scores is None:
+        if gates is None:
+            gates = gate_matrix(gc, reverse)
+        elif reverse:
+            gates = gates.transpose(-1, -2)
+        scores = torch.matmul(qc, kc.transpose(-1, -2)).mul_(gates)  # [..., N, C, C]
+    flat_out.baddbmm_(scores.reshape(-1, c, c), vc.reshape(-1, c, dim))
+    return out.flatten(-3, -2)[..., :length, :], CausalParts(carried, scores)
+
+
+def causal_product(q: Tensor, k: Tensor, v: Tensor, *, log_scale: Tensor | None = None, chunk: int = DEFAULT_CHUNK,
+                   reverse: bool = False, gates: Tensor | None = None) -> Tensor:
+    """``u_t = Σ_{j ≤ t} (q_t·k_j) e^{g_j − g_t} v_j`` (``j ≥ t`` with ``reverse=True``), unnormalized.
+
+    q, k ``[..., L, M]``; v ``[..., L, D]``; ``log_scale`` g ``[..., L]`` non-decreasing in the direction
+    of the sum (None: no gate) → ``[..., L, D]``. ``gates``: :func:`chunk_gates` of g, or when reversed
+    of −g, if already computed. Memory O(L·(C + M + D) + (L/C)·M·D).
+    """
+    return causal_parts(q, k, v, log_scale=log_scale, chunk=chunk, reverse=reverse, gates=gates)[0]
 
 
 def with_ones(v: Tensor) -> Tensor:
@@ -173,6 +200,26 @@ def normalize(u: Tensor) -> tuple[Tensor, Tensor]:
     return u[..., :-1] / den, den
 
 
+def causal_backward(qf: Tensor, kf: Tensor, ve: Tensor, gu: Tensor, log_scale: Tensor | None, chunk: int,
+                    forward: CausalParts | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    """Gradients ``(dqf, dkf, dve)`` of ``u = causal_product(qf, kf, ve)`` given ``gu = dL/du``, from three
+    chunked products that share their parts with each other and with the forward pass's (``forward``,
+    if kept): the gradient of the queries reads the forward's states transposed, that of the values its
+    scores transposed, and the keys' reuses the other two's. With gate g:
+    ``dqf_t = Σ_{j ≤ t} (gu_t·ve_j) e^{g_j − g_t} kf_j``; keys and values sum the other way with log
+    scale −g (non-decreasing backwards). The gate is a constant of the ratio: no gradient."""
+    back = None if log_scale is None else -log_scale
+    gates = None if log_scale is None else chunk_gates(log_scale, chunk)
+    carried = scores = None
+    if forward is not None and forward.carried is not None:
+        carried, scores = forward.carried.transpose(-1, -2), forward.scores.transpose(-1, -2)
+    grad_q, q_parts = causal_parts(gu, ve, kf, log_scale=log_scale, chunk=chunk, gates=gates, carried=carried)
+    grad_ve, ve_parts = causal_parts(kf, qf, gu, log_scale=back, chunk=chunk, reverse=True, gates=gates, scores=scores)
+    grad_k, _ = causal_parts(ve, gu, qf, log_scale=back, chunk=chunk, reverse=True, gates=gates,
+                             carried=ve_parts.carried.transpose(-1, -2), scores=q_parts.scores.transpose(-1, -2))
+    return grad_q, grad_k, grad_ve
+
+
 class _LinearAttention(torch.autograd.Function):
     """Products in the features' dtype (bf16 under that precision policy), the normalization and the
     result in the working dtype (float32, or float64 for float64 features)."""
@@ -180,28 +227,23 @@ class _LinearAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, qf: Tensor, kf: Tensor, v: Tensor, log_scale: Tensor | None, causal: bool, chunk: int) -> Tensor:
         ve = with_ones(v).to(qf.dtype)  # [B, H, L, D+1]
+        parts = (None, None)
         if causal:
-            u = causal_product(qf, kf, ve, log_scale=log_scale, chunk=chunk)
+            u, parts = causal_parts(qf, kf, ve, log_scale=log_scale, chunk=chunk)
         else:
             u = torch.matmul(qf, torch.matmul(kf.transpose(-1, -2), ve))  # Q′ (K′ᵀ [V 1])
         out, den = normalize(u.to(torch.promote_types(qf.dtype, torch.float32)))
-        ctx.save_for_backward(qf, kf, ve, out, den, log_scale)
+        ctx.save_for_backward(qf, kf, ve, out, den, log_scale, *parts)
         ctx.causal, ctx.chunk, ctx.v_dtype = causal, chunk, v.dtype
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        qf, kf, ve, out, den, log_scale = ctx.saved_tensors
+        qf, kf, ve, out, den, log_scale, carried, scores = ctx.saved_tensors
         # dL/dU for U = [num, den]: num-part g/den, den-part −Σ_d g·out / den.
         gu = torch.cat([grad_out, -(grad_out * out).sum(-1, keepdim=True)], dim=-1).div_(den).to(qf.dtype)
         if ctx.causal:
-            # With gate c: Σ_{j≤i} (g_i·ve_j) e^{c_j − c_i} k′_j, and for keys the reversed sums with e^{c_j − c_i}
-            # (log scale −c, non-decreasing backwards). The gate is a constant of the ratio: no gradient.
-            c, back = ctx.chunk, None if log_scale is None else -log_scale
-            gates = None if log_scale is None else chunk_gates(log_scale, c)
-            grad_q = causal_product(gu, ve, kf, log_scale=log_scale, chunk=c, gates=gates)
-            grad_k = causal_product(ve, gu, qf, log_scale=back, chunk=c, reverse=True, gates=gates)
-            grad_ve = causal_product(kf, qf, gu, log_scale=back, chunk=c, reverse=True, gates=gates)
+            grad_q, grad_k, grad_ve = causal_backward(qf, kf, ve, gu, log_scale, ctx.chunk, CausalParts(carried, scores))
         else:
             state = torch.matmul(kf.transpose(-1, -2), ve)  # [B, H, M, D+1]
             grad_q = torch.matmul(gu, state.transpose(-1, -2))
