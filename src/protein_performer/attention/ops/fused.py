@@ -53,21 +53,21 @@ class _FavorPositive(torch.autograd.Function):
         qf, kf, log_scale = _features(q, k, w, pad, causal)
         qf, kf = qf.to(low), kf.to(low)
         ve = with_ones(v)  # [B, H, L, D+1]: the normalizer rides along as a ones column
-        state, parts = None, (None, None)
+        state, parts = None, (None, None, None)
         if causal:
             u, parts = causal_parts(qf, kf, ve.to(low), log_scale=log_scale, chunk=chunk)
         else:
             state = torch.matmul(kf.transpose(-1, -2), ve.to(low))  # [B, H, M, D+1]
             u = torch.matmul(qf, state)
         out, den = normalize(u.to(work))
-        kept = (None, None, None, None) if recompute else (qf, kf, *parts)
+        kept = (None,) * 5 if recompute else (qf, kf, *parts)
         ctx.save_for_backward(q_in, k_in, v_in, w, pad, out.to(q_in.dtype), den, state, log_scale, *kept)
         ctx.causal, ctx.chunk, ctx.product_dtype = causal, chunk, low
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        q_in, k_in, v_in, w, pad, out, den, state, log_scale, qf, kf, carried, scores = ctx.saved_tensors
+        q_in, k_in, v_in, w, pad, out, den, state, log_scale, qf, kf, *parts = ctx.saved_tensors
         low, work = ctx.product_dtype, w.dtype
         q, k, v, out, grad_out = q_in.to(work), k_in.to(work), v_in.to(work), out.to(work), grad_out.to(work)
         if qf is None:
@@ -79,7 +79,7 @@ class _FavorPositive(torch.autograd.Function):
         qf_, kf_, ve_, gu_ = qf.to(low), kf.to(low), ve.to(low), gu.to(low)  # product operands
         # Each feature gradient is a fresh product times the features (through exp: dp = dφ ⊙ φ).
         if ctx.causal:
-            grad_q, grad_kp, grad_ve = causal_backward(qf_, kf_, ve_, gu_, log_scale, ctx.chunk, CausalParts(carried, scores))
+            grad_q, grad_kp, grad_ve = causal_backward(qf_, kf_, ve_, gu_, log_scale, ctx.chunk, CausalParts(*parts))
             grad_q = torch.matmul(grad_q.to(work).mul_(qf), w)
             grad_kp = grad_kp.to(work).mul_(kf)
         else:

@@ -131,6 +131,7 @@ class CausalParts(NamedTuple):
 
     carried: Tensor
     scores: Tensor
+    gates: Tensor | None  # the within-chunk gates (forward direction) if computed, None if given or ungated
 
 
 def causal_parts(q: Tensor, k: Tensor, v: Tensor, *, log_scale: Tensor | None = None, chunk: int = DEFAULT_CHUNK,
@@ -167,14 +168,17 @@ def causal_parts(q: Tensor, k: Tensor, v: Tensor, *, log_scale: Tensor | None = 
     flat_out[dst].mul_(_carry_weights(ends, gc, reverse)[..., None])
     flat_out[-1 if reverse else 0].zero_()  # the one chunk nothing was carried into
     # Within chunks: the masked, gated C×C product, added in place.
+    made = None
     if scores is None:
         if gates is None:
-            gates = gate_matrix(gc, reverse)
+            gates = made = gate_matrix(gc, reverse)
         elif reverse:
             gates = gates.transpose(-1, -2)
         scores = torch.matmul(qc, kc.transpose(-1, -2)).mul_(gates)  # [..., N, C, C]
     flat_out.baddbmm_(scores.reshape(-1, c, c), vc.reshape(-1, c, dim))
-    return out.flatten(-3, -2)[..., :length, :], CausalParts(carried, scores)
+    if made is not None and reverse:
+        made = made.transpose(-1, -2)
+    return out.flatten(-3, -2)[..., :length, :], CausalParts(carried, scores, made)
 
 
 def causal_product(q: Tensor, k: Tensor, v: Tensor, *, log_scale: Tensor | None = None, chunk: int = DEFAULT_CHUNK,
@@ -209,10 +213,11 @@ def causal_backward(qf: Tensor, kf: Tensor, ve: Tensor, gu: Tensor, log_scale: T
     ``dqf_t = Σ_{j ≤ t} (gu_t·ve_j) e^{g_j − g_t} kf_j``; keys and values sum the other way with log
     scale −g (non-decreasing backwards). The gate is a constant of the ratio: no gradient."""
     back = None if log_scale is None else -log_scale
-    gates = None if log_scale is None else chunk_gates(log_scale, chunk)
-    carried = scores = None
+    carried = scores = gates = None
     if forward is not None and forward.carried is not None:
-        carried, scores = forward.carried.transpose(-1, -2), forward.scores.transpose(-1, -2)
+        carried, scores, gates = forward.carried.transpose(-1, -2), forward.scores.transpose(-1, -2), forward.gates
+    if gates is None and log_scale is not None:
+        gates = chunk_gates(log_scale, chunk)
     grad_q, q_parts = causal_parts(gu, ve, kf, log_scale=log_scale, chunk=chunk, gates=gates, carried=carried)
     grad_ve, ve_parts = causal_parts(kf, qf, gu, log_scale=back, chunk=chunk, reverse=True, gates=gates, scores=scores)
     grad_k, _ = causal_parts(ve, gu, qf, log_scale=back, chunk=chunk, reverse=True, gates=gates,
@@ -227,7 +232,7 @@ class _LinearAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, qf: Tensor, kf: Tensor, v: Tensor, log_scale: Tensor | None, causal: bool, chunk: int) -> Tensor:
         ve = with_ones(v).to(qf.dtype)  # [B, H, L, D+1]
-        parts = (None, None)
+        parts = (None, None, None)
         if causal:
             u, parts = causal_parts(qf, kf, ve, log_scale=log_scale, chunk=chunk)
         else:
@@ -239,11 +244,11 @@ class _LinearAttention(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
-        qf, kf, ve, out, den, log_scale, carried, scores = ctx.saved_tensors
+        qf, kf, ve, out, den, log_scale, *parts = ctx.saved_tensors
         # dL/dU for U = [num, den]: num-part g/den, den-part −Σ_d g·out / den.
         gu = torch.cat([grad_out, -(grad_out * out).sum(-1, keepdim=True)], dim=-1).div_(den).to(qf.dtype)
         if ctx.causal:
-            grad_q, grad_k, grad_ve = causal_backward(qf, kf, ve, gu, log_scale, ctx.chunk, CausalParts(carried, scores))
+            grad_q, grad_k, grad_ve = causal_backward(qf, kf, ve, gu, log_scale, ctx.chunk, CausalParts(*parts))
         else:
             state = torch.matmul(kf.transpose(-1, -2), ve)  # [B, H, M, D+1]
             grad_q = torch.matmul(gu, state.transpose(-1, -2))
