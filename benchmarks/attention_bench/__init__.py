@@ -38,10 +38,11 @@ elementwise work such as exp not counted), per batch element and head:
   with the carried state ``2·L·M·(d+1)`` each.
 - ours backward: the input gradients of the two projections (the projection needs no gradient:
   ``2·L·M·d`` each) plus twice the attention products (the usual two products per forward product).
-  This is implementation-independent, so versions compare on the same count. It equals what the
-  bidirectional backward executes; the chunked causal backward executes three chunked causal products
-  (grad q, grad k, grad v), one more than counted, so causal GFLOP/s understate executed throughput
-  (at L=16384 the profiler counts 95.0 GFLOP for fwd+bwd against 75.7 by this convention).
+  This is implementation-independent, so versions compare on the same count. It equals what both
+  directions execute: the chunked causal backward runs three chunked causal products (grad q, grad k,
+  grad v), but they share their states and scores with each other and with the forward pass, so that
+  together they execute exactly twice the forward's products (before that sharing, one product more:
+  the profiler counted 95.0 GFLOP for fwd+bwd at L=16384 against 75.7 by this convention).
 - sdpa: forward ``4·L²·d`` (causal half of it), backward 2.5× forward (flash backward).
 
 Run ``python benchmarks/attention.py --help``. Modules, in the order a run uses them: ``options`` (command
