@@ -53,14 +53,14 @@ class _FavorPositive(torch.autograd.Function):
         qf, kf, log_scale = _features(q, k, w, pad, causal)
         qf, kf = qf.to(low), kf.to(low)
         ve = with_ones(v)  # [B, H, L, D+1]: the normalizer rides along as a ones column
-        state, parts = None, (None, None, None)
+        state, parts = None, (None, None)
         if causal:
             u, parts = causal_parts(qf, kf, ve.to(low), log_scale=log_scale, chunk=chunk)
         else:
             state = torch.matmul(kf.transpose(-1, -2), ve.to(low))  # [B, H, M, D+1]
             u = torch.matmul(qf, state)
         out, den = normalize(u.to(work))
-        kept = (None,) * 5 if recompute else (qf, kf, *parts)
+        kept = (None,) * 4 if recompute else (qf, kf, *parts)
         ctx.save_for_backward(q_in, k_in, v_in, w, pad, out.to(q_in.dtype), den, state, log_scale, *kept)
         ctx.causal, ctx.chunk, ctx.product_dtype = causal, chunk, low
         return out

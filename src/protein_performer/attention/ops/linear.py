@@ -131,7 +131,6 @@ class CausalParts(NamedTuple):
 
     carried: Tensor
     scores: Tensor
-    gates: Tensor | None  # the within-chunk gates (forward direction) if computed, None if given or ungated
 
 
 def causal_parts(q: Tensor, k: Tensor, v: Tensor, *, log_scale: Tensor | None = None, chunk: int = DEFAULT_CHUNK,
@@ -168,17 +167,14 @@ def causal_parts(q: Tensor, k: Tensor, v: Tensor, *, log_scale: Tensor | None = 
     flat_out[dst].mul_(_carry_weights(ends, gc, reverse)[..., None])
     flat_out[-1 if reverse else 0].zero_()  # the one chunk nothing was carried into
     # Within chunks: the masked, gated C×C product, added in place.
-    made = None
     if scores is None:
         if gates is None:
-            gates = made = gate_matrix(gc, reverse)
+            gates = gate_matrix(gc, reverse)
         elif reverse:
             gates = gates.transpose(-1, -2)
         scores = torch.matmul(qc, kc.transpose(-1, -2)).mul_(gates)  # [..., N, C, C]
     flat_out.baddbmm_(scores.reshape(-1, c, c), vc.reshape(-1, c, dim))
-    if made is not None and reverse:
-        made = made.transpose(-1, -2)
-    return out.flatten(-3, -2)[..., :length, :], CausalParts(carried, scores, made)
+    return out.flatten(-3, -2)[..., :length, :], CausalParts(carried, scores)
 
 
 def causal_product(q: Tensor, k: Tensor, v: Tensor, *, log_scale: Tensor | None = None, chunk: int = DEFAULT_CHUNK,
@@ -215,9 +211,9 @@ def causal_backward(qf: Tensor, kf: Tensor, ve: Tensor, gu: Tensor, log_scale: T
     back = None if log_scale is None else -log_scale
     carried = scores = gates = None
     if forward is not None and forward.carried is not None:
-        carried, scores, gates = forward.carried.transpose(-1, -2), forward.scores.transpose(-1, -2), forward.gates
-    if gates is None and log_scale is not None:
-        gates = chunk_gates(log_scale, chunk)
+        carried, scores = forward.carried.transpose(-1, -2), forward.scores.transpose(-1, -2)
+    if log_scale is not None:
+        gates = chunk_gates(log_scale, chunk)  # computed once, shared by the products that need them
     grad_q, q_parts = causal_parts(gu, ve, kf, log_scale=log_scale, chunk=chunk, gates=gates, carried=carried)
     grad_ve, ve_parts = causal_parts(kf, qf, gu, log_scale=back, chunk=chunk, reverse=True, gates=gates, scores=scores)
     grad_k, _ = causal_parts(ve, gu, qf, log_scale=back, chunk=chunk, reverse=True, gates=gates,
@@ -232,7 +228,7 @@ class _LinearAttention(torch.autograd.Function):
     @staticmethod
     def forward(ctx, qf: Tensor, kf: Tensor, v: Tensor, log_scale: Tensor | None, causal: bool, chunk: int) -> Tensor:
         ve = with_ones(v).to(qf.dtype)  # [B, H, L, D+1]
-        parts = (None, None, None)
+        parts = (None, None)
         if causal:
             u, parts = causal_parts(qf, kf, ve, log_scale=log_scale, chunk=chunk)
         else:
