@@ -123,6 +123,31 @@ def curves_by_method(ledger: dict) -> dict[str, dict]:
     return out
 
 
+def equal_time(ledger: dict) -> dict[str, dict]:
+    """Validation accuracy (percent, per seed) at FAVOR+'s training time: FAVOR+'s last validation, and
+    for each other method the last one each seed reached within the median time FAVOR+ took (a method that
+    finished sooner gives its last one), at the seed's own median throughput; seeds that reached no
+    validation in that time are left out."""
+    runs = {a: [r for r in ledger.get("runs", []) if r["arm"] == arm and r.get("valid") and r.get("train_seconds")]
+            for a, arm in ARMS.items()}
+    if not runs["favor"]:
+        return {}
+    budget = statistics.median(r["train_seconds"] for r in runs["favor"])
+    out = {}
+    for attention, seeds in runs.items():
+        reached = []
+        for r in seeds:
+            per_step = r["train_seconds"] / ledger["steps"]
+            within = r["valid"] if attention == "favor" else [v for v in r["valid"] if v[0] * per_step <= budget * 1.001]
+            if within:
+                reached.append(within[-1])
+        if reached:
+            accuracy = [100 * v[2] for v in reached]
+            out[attention] = {"budget_s": budget, "steps": [v[0] for v in reached], "accuracy": accuracy,
+                              "stat": {"mean": statistics.fmean(accuracy), "min": min(accuracy), "max": max(accuracy)}}
+    return out
+
+
 def draw_curves(result: dict, path: Path) -> None:
     import matplotlib
 
@@ -205,6 +230,25 @@ def section(result: dict) -> str:
                 verdict = "within the spread"
             lines.append(f"- {METHODS[attention][1]}: {row['test_accuracy']['mean']:.2f}% "
                          f"({row['test_accuracy']['mean'] - favor['test_accuracy']['mean']:+.2f} points, {verdict})")
+    timed = result.get("equal_time", {})
+    if "favor" in timed and len(timed) > 1:
+        base = timed["favor"]
+        lines += ["", f"Accuracy at equal training time (validation accuracy, mean over seeds, at the last validation each "
+                      f"seed reached within FAVOR+'s {base['budget_s']:.0f} s; FAVOR+ {base['stat']['mean']:.2f}% at step "
+                      f"{max(base['steps'])}):", ""]
+        for attention, t in timed.items():
+            if attention == "favor":
+                continue
+            if min(len(t["accuracy"]), len(base["accuracy"])) < 2:
+                verdict = "too few seeds yet to say"
+            elif lm_table.separated(t["stat"], base["stat"]):
+                verdict = "every seed " + ("above" if t["stat"]["mean"] > base["stat"]["mean"] else "below") + " every FAVOR+ seed"
+            else:
+                verdict = "within the spread"
+            steps = sorted(set(t["steps"]))
+            at = f"step {steps[0]}" if len(steps) == 1 else f"steps {steps[0]}–{steps[-1]}"
+            lines.append(f"- {METHODS[attention][1]}: {t['stat']['mean']:.2f}% at {at} "
+                         f"({t['stat']['mean'] - base['stat']['mean']:+.2f} points, {verdict})")
     missing = [METHODS[a][1] for a, arm in ARMS.items() if arm not in table]
     if missing:
         lines += ["", "Not yet in Table 2: " + ", ".join(missing) + " (`python benchmarks/lm_table.py --update-docs` trains them)."]
@@ -252,7 +296,7 @@ def build(settings: dict, sweep_rows: list[dict], ledger_path: Path = lm_table.L
     """The section's facts: the sweep, and Table 2's rows and curves as the ledger has them now."""
     ledger = json.loads(ledger_path.read_text())
     table = {k: ledger[k] for k in ("preset", "steps", "batch_size", "seq_len")} | {"rows": ledger.get("rows", [])}
-    return {**settings, "sweep": sweep_rows, "table": table, "curves": curves_by_method(ledger)}
+    return {**settings, "sweep": sweep_rows, "table": table, "curves": curves_by_method(ledger), "equal_time": equal_time(ledger)}
 
 
 def update_docs(result: dict, docs: Path = DOCS, speed: Path = SPEED, curves: Path = CURVES) -> None:

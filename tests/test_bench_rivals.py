@@ -28,6 +28,9 @@ def fake_result() -> dict:
     runs = fake_runs({"mlm-local": 0.01})
     for r in runs:
         r["curve"] = [[50, 3.0 - r["seed"] * 0.1], [100, 2.8]]
+        r["valid"] = [[20, 2.9, 0.09 + 0.001 * r["seed"]], [50, 2.85, 0.095], [100, 2.8, r["test"]["accuracy"]]]
+        if r["arm"] == "mlm-reformer":
+            r["train_seconds"] = 250.0  # 2.5 s per step: within FAVOR+'s 101 s it reaches step 20 only
     ledger = {"preset": "tiny", "steps": 100, "batch_size": 2, "seq_len": 8, "runs": runs, "rows": lm_table.summarize(runs)}
     return ledger, sweep
 
@@ -44,6 +47,12 @@ def test_section_states_the_measured_facts(tmp_path):
     assert "- L = 2048: Linformer (k = 64) fastest (1,800 tokens/s, within the range of another method); FAVOR at 0.56× of it" in text
     assert "- local (window ±64): 11.10% (+1.00 points, every seed above every FAVOR+ seed)" in text
     assert "- Reformer (LSH): 10.10% (+0.00 points, within the spread)" in text
+    assert ("Accuracy at equal training time (validation accuracy, mean over seeds, at the last validation each seed reached "
+            "within FAVOR+'s 101 s; FAVOR+ 10.10% at step 100):") in text
+    assert "- Reformer (LSH): 9.10% at step 20 (-1.00 points, every seed below every FAVOR+ seed)" in text
+    # seed 2 of every arm takes 102 s: over the budget, it counts at its validation of step 50
+    assert "- local (window ±64): 10.53% at steps 50–100 (+0.43 points, within the spread)" in text
+    assert "- Transformer (exact): 9.87% at steps 50–100 (-0.23 points, within the spread)" in text
     assert "Not yet in Table 2" not in text
     assert "Parameters (tiny preset; Linformer's grow with its length, here at L = 1024): Performer (FAVOR+) 1,000," in text
     curves = result["curves"]["favor"]
