@@ -145,6 +145,13 @@ def test_with_recompute_nothing_of_size_m_is_kept_for_backward(causal):
             assert per_token_head <= (4 * d + 2) * 4  # q, k, v, out, normalizer and causal log scale, float32
         else:
             assert len(features) == 2
+            # and, causal, the forward's chunk states and within-chunk scores for the backward to share:
+            # M(d+1)/C + C numbers per token and head; every tensor kept counts here (bidirectional keeps
+            # the [M, d+1] state; the projection is shared by all positions).
+            total = sum(t.numel() * t.element_size() for t in saved) / (b * h * length)
+            chunk = 128
+            extra = m * (d + 1) / chunk + chunk if causal else m * (d + 1) / length
+            assert total <= 4 * (4 * d + 2 + 2 * m + extra + m * d / length) + 1e-9
         grads[recompute] = torch.autograd.grad(out.sum(), (q, k, v))
     for a, b_ in zip(grads[True], grads[False]):
         assert torch.equal(a, b_)
