@@ -50,7 +50,7 @@ def compact(doc: dict[str, Any]) -> dict[str, Any]:
             row["fwd"] = {"median_s": r["fwd"]["median_s"]}
             row.update({k: r[k] for k in ("gflops_fwd", "gflops_fwd_bwd") if k in r})
         rows.append(row)
-    return {"malloc": doc["meta"].get("malloc"), "started": doc["meta"].get("started"),
+    return {"malloc": doc["meta"].get("malloc"), "started": doc["meta"].get("started"), "machine": doc["meta"].get("device_name"),
             "config": {**{k: doc["config"][k] for k in keep_cfg}, "dtypes": ["float32"]},
             "matmul_gflops": doc["matmul"]["float32_square"]["gflops"], "results": rows}
 
@@ -111,7 +111,9 @@ def _verdict(met: list[bool | None]) -> str:
 
 def section(result: dict[str, Any]) -> str:
     judged = {mode: judge(result[mode]) for mode in MODES}
-    lines = [f"Runs of {result['plain']['started'][:10]}; float32, forward+backward; medians of 3 runs, each configuration "
+    machine = result["plain"].get("machine")
+    lines = [f"Runs of {result['plain']['started'][:10]}{f' on {machine}' if machine else ''}; float32, forward+backward; "
+             "medians of 3 runs, each configuration "
              "in a fresh process. Plain: glibc's default malloc; retained: "
              f"`{result['retained']['malloc']}` (what the command line sets for its own process).", "",
              "| target | plain malloc | retained memory | |", "|---|---|---|---|"]

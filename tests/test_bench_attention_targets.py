@@ -31,7 +31,8 @@ def fake_doc(causal_at_16k: float, fast_tr_factor: float) -> dict:
     rows.append({"dtype": "bf16", "direction": "causal", "method": "ours", "length": 8192, "status": "skipped"})
     config = {"lengths": [8192, 16384, 32768], "methods": ["ours", "performer", "fast-tr"], "directions": ["bidirectional", "causal"],
               "dtypes": ["float32", "bf16"], "batch": 1, "heads": 8, "head_dim": 64, "features": 256, "chunk_size": 128, "device": "cpu"}
-    return {"meta": {"malloc": "default (glibc)", "started": "2026-12-01T07:00:00+0000"}, "config": config,
+    return {"meta": {"malloc": "default (glibc)", "started": "2026-12-01T07:00:00+0000", "device_name": "CPU (Some CPU, 2 cores)"},
+            "config": config,
             "matmul": {"float32_square": {"gflops": 100.0}}, "results": rows}
 
 
@@ -54,6 +55,7 @@ def test_section_gives_one_verdict_per_target_from_both_runs():
     assert "| causal within 1.6× of bidirectional at L = 16384 | 1700/1000 = 1.70× | 1500/1000 = 1.50× | met with retained memory |" in text
     assert text.count("| met |") == 4  # performer, scaling, memory, matmul
     assert "Full tables, plain malloc" in text and "fasttr f+b ms" in text and "f+b %mm32" in text
+    assert text.startswith("Runs of 2026-12-01 on CPU (Some CPU, 2 cores); float32")
 
 
 def test_docs_section_is_the_one_its_json_gives():
