@@ -178,6 +178,15 @@ def draw_speed(result: dict, path: Path) -> None:
                  labels={k: label for k, (_, label) in METHODS.items()}, xlabel="window length L (batch 1)")
 
 
+def against_favor(stat: dict, favor: dict, seeds: int) -> str:
+    """How a method's spread over seeds (mean, min, max) stands against FAVOR+'s."""
+    if seeds < 2:
+        return "too few seeds yet to say"
+    if lm_table.separated(stat, favor):
+        return "every seed " + ("above" if stat["mean"] > favor["mean"] else "below") + " every FAVOR+ seed"
+    return "within the spread"
+
+
 def section(result: dict) -> str:
     """The speed table (tokens/s and peak MiB per method and L, and the ratio to FAVOR), where each
     method stops, and the accuracy facts of the Table 2 rows."""
@@ -222,12 +231,7 @@ def section(result: dict) -> str:
         lines += ["", f"Accuracy at equal steps (Table 2 above; test accuracy, mean over seeds, against FAVOR+'s "
                       f"{favor['test_accuracy']['mean']:.2f}%):", ""]
         for attention, row in present:
-            if min(len(row["seeds"]), len(favor["seeds"])) < 2:
-                verdict = "too few seeds yet to say"
-            elif lm_table.separated(row["test_accuracy"], favor["test_accuracy"]):
-                verdict = "every seed " + ("above" if row["test_accuracy"]["mean"] > favor["test_accuracy"]["mean"] else "below") + " every FAVOR+ seed"
-            else:
-                verdict = "within the spread"
+            verdict = against_favor(row["test_accuracy"], favor["test_accuracy"], min(len(row["seeds"]), len(favor["seeds"])))
             lines.append(f"- {METHODS[attention][1]}: {row['test_accuracy']['mean']:.2f}% "
                          f"({row['test_accuracy']['mean'] - favor['test_accuracy']['mean']:+.2f} points, {verdict})")
     timed = result.get("equal_time", {})
@@ -239,12 +243,7 @@ def section(result: dict) -> str:
         for attention, t in timed.items():
             if attention == "favor":
                 continue
-            if min(len(t["accuracy"]), len(base["accuracy"])) < 2:
-                verdict = "too few seeds yet to say"
-            elif lm_table.separated(t["stat"], base["stat"]):
-                verdict = "every seed " + ("above" if t["stat"]["mean"] > base["stat"]["mean"] else "below") + " every FAVOR+ seed"
-            else:
-                verdict = "within the spread"
+            verdict = against_favor(t["stat"], base["stat"], min(len(t["accuracy"]), len(base["accuracy"])))
             steps = sorted(set(t["steps"]))
             at = f"step {steps[0]}" if len(steps) == 1 else f"steps {steps[0]}–{steps[-1]}"
             lines.append(f"- {METHODS[attention][1]}: {t['stat']['mean']:.2f}% at {at} "
