@@ -66,7 +66,7 @@ def recommendation(result: dict) -> dict:
     best = min(result["rows"], key=lambda r: r["final"]["perplexity"])
     steps = int(result["hours"] * 3600 / result["plan"][best["key"]]["seconds_per_step"])
     command = (f"protein-performer train --preset {best['preset']} --seq-len {best['seq_len']} --batch-size {best['batch_size']} --micro-batch-size {best['batch_size']} "
-               f"--max-steps {steps} --warmup-steps {max(1, steps // 20)} --lr-schedule cosine --out runs/best")
+               f"--max-steps {steps} --warmup-steps {max(1, steps // 20)} --lr-schedule cosine --out runs/best --resume")
     return {"key": best["key"], "steps": steps, "command": command}
 
 

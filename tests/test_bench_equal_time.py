@@ -57,9 +57,21 @@ def test_sweep_recommends_the_lowest_validation_perplexity(tmp_path):
     assert recommendation["key"] == best["key"]
     assert recommendation["steps"] == int(1800 / result["plan"][best["key"]]["seconds_per_step"])
     assert f"--seq-len {best['seq_len']} --batch-size {best['batch_size']} --micro-batch-size {best['batch_size']} --max-steps {recommendation['steps']}" in recommendation["command"]
+    assert recommendation["command"].endswith("--out runs/best --resume")  # a session boundary costs nothing
     for row in rows.values():
         assert row["curve"][-1]["step"] == row["steps"] and row["parameters"] > 100_000
     docs = tmp_path / "results.md"
     docs.write_text(f"{model_sweep.BEGIN}\n{model_sweep.END}\n")
     model_sweep.update_docs(result, docs, tmp_path / "fig.png")
     assert recommendation["command"] in docs.read_text() and (tmp_path / "fig.png").stat().st_size > 5_000
+
+
+@pytest.mark.parametrize("bench", [model_sweep, bench], ids=["model_sweep", "context_at_equal_cost"])
+def test_docs_section_is_the_one_its_json_gives(bench):
+    """docs/results.md holds what the script wrote from its published JSON, or says it is not yet measured."""
+    text = bench.DOCS.read_text().split(bench.BEGIN, 1)[1].split(bench.END, 1)[0].strip()
+    published = bench.FIGURE.with_suffix(".json")
+    if published.exists():
+        assert text == bench.section(json.loads(published.read_text())).strip()
+    else:
+        assert text.startswith("Not yet measured")

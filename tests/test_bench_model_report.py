@@ -2,6 +2,7 @@
 the weights' hash, and its docs section written from the results."""
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -41,3 +42,12 @@ def test_report_measures_every_row_and_reuses_what_did_not_change(tmp_path, monk
     assert f"| masked accuracy % / perplexity, test split | {100 * first['test']['accuracy']:.2f} /" in text
     assert f"{100 * first['probes']['contact_separation']:.2f} (sequence separation)" in text
     assert (tmp_path / "report.json").is_file() and not (tmp_path / "report.png").exists()
+
+
+def test_docs_section_is_the_one_its_json_gives():
+    """docs/results.md holds what the script wrote from its published JSON, or says it is not yet measured."""
+    text = model_report.DOCS.read_text().split(model_report.BEGIN, 1)[1].split(model_report.END, 1)[0].strip()
+    if model_report.RESULT.exists():
+        assert text == model_report.section(json.loads(model_report.RESULT.read_text())).strip()
+    else:
+        assert text.startswith("Not yet measured")
