@@ -16,8 +16,10 @@ import time
 from pathlib import Path
 
 
-def seconds_per_step(model_config, train_config, corpus, *, timed: int = 3) -> float:
-    """Median wall-clock seconds of ``timed`` optimizer steps after one warmup step (nothing written)."""
+def seconds_per_step(model_config, train_config, corpus, *, timed: int = 5) -> float:
+    """Median wall-clock seconds of ``timed`` optimizer steps after one warmup step (nothing written).
+    The machine must be quiet: the plan lives with the runs, so a disturbed timing gives that arm the
+    wrong budget for good (delete its entry in the plan and its run: only that arm is timed again)."""
     from protein_performer.training import Trainer
 
     with tempfile.TemporaryDirectory() as run:
@@ -32,18 +34,24 @@ def seconds_per_step(model_config, train_config, corpus, *, timed: int = 3) -> f
 
 def plan(path: Path, arms: dict[str, tuple], corpus, minutes: float, identity: dict) -> dict:
     """``{key: {"seconds_per_step", "steps"}}`` for ``minutes`` of training each, saved at ``path``
-    with ``identity`` (what the plan was made for); a saved plan with the same identity is reused."""
+    with ``identity`` (what the plan was made for); a saved plan with the same identity is reused, and
+    only arms it lacks are timed."""
+    known: dict[str, dict] = {}
     if path.exists():
         saved = json.loads(path.read_text())
-        if saved.get("identity") == identity and saved.get("minutes") == minutes and set(saved["arms"]) == set(arms):
-            return saved["arms"]
-    steps = {}
+        if saved.get("identity") == identity and saved.get("minutes") == minutes:
+            known = saved["arms"]
+    steps = {key: known[key] for key in arms if key in known}
+    if len(steps) == len(arms):
+        return steps
     for key, (model_config, train_config) in arms.items():
+        if key in steps:
+            continue
         seconds = seconds_per_step(model_config, train_config, corpus)
         steps[key] = {"seconds_per_step": seconds, "steps": max(1, int(minutes * 60 / seconds))}
         print(f"{key}: {seconds:.2f} s per step -> {steps[key]['steps']} steps in {minutes} min", flush=True)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"identity": identity, "minutes": minutes, "arms": steps}, indent=1) + "\n")
+    path.write_text(json.dumps({"identity": identity, "minutes": minutes, "arms": known | steps}, indent=1) + "\n")
     return steps
 
 

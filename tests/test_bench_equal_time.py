@@ -13,6 +13,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import context_at_equal_cost as bench  # noqa: E402
+import equal_time  # noqa: E402
 import model_sweep  # noqa: E402
 
 
@@ -75,3 +76,28 @@ def test_docs_section_is_the_one_its_json_gives(bench):
         assert text == bench.section(json.loads(published.read_text())).strip()
     else:
         assert text.startswith("Not yet measured")
+
+
+def test_a_plan_is_kept_and_only_the_arms_it_lacks_are_timed(tmp_path, monkeypatch):
+    timed = []
+
+    def fake_seconds(model_config, train_config, corpus):
+        timed.append(model_config)
+        return {"a": 2.0, "b": 3.0}[model_config]
+
+    monkeypatch.setattr(equal_time, "seconds_per_step", fake_seconds)
+    path, arms = tmp_path / "plan.json", {"a": ("a", None), "b": ("b", None)}
+    assert equal_time.plan(path, arms, None, 1.0, {"seed": 0}) == {"a": {"seconds_per_step": 2.0, "steps": 30},
+                                                                    "b": {"seconds_per_step": 3.0, "steps": 20}}
+    assert timed == ["a", "b"]
+    equal_time.plan(path, arms, None, 1.0, {"seed": 0})
+    assert timed == ["a", "b"]  # reused
+    saved = json.loads(path.read_text())
+    del saved["arms"]["b"]  # a disturbed timing, removed by hand
+    path.write_text(json.dumps(saved))
+    assert equal_time.plan(path, arms, None, 1.0, {"seed": 0})["b"]["steps"] == 20
+    assert timed == ["a", "b", "b"]
+    assert equal_time.plan(path, {"a": ("a", None)}, None, 1.0, {"seed": 0}) == {"a": {"seconds_per_step": 2.0, "steps": 30}}
+    assert set(json.loads(path.read_text())["arms"]) == {"a", "b"}  # a plan for fewer arms keeps the others
+    equal_time.plan(path, arms, None, 1.0, {"seed": 1})
+    assert timed == ["a", "b", "b", "a", "b"]  # another identity: everything timed again
