@@ -73,15 +73,19 @@ def train(run: Path, model_config, train_config, corpus, *, validation=None) -> 
 
 
 def curve(run: Path) -> list[dict]:
-    """Validation points against training seconds and tokens, from the run's metrics: the time of
-    the logged windows (tokens / tokens_per_s) summed up to each validation step."""
+    """Validation points against training seconds and tokens, from the run's metrics. A logged row
+    holds its step's tokens and the rate over the window of steps since the row before it, so a
+    window counts its steps times the step's tokens, over that rate."""
     seconds = tokens = 0.0
     points = []
+    previous = 0
     for line in (run / "metrics.jsonl").read_text().splitlines():
         entry = json.loads(line)
         if "train/tokens" in entry:
-            tokens += entry["train/tokens"]
-            seconds += entry["train/tokens"] / entry["train/tokens_per_s"]
+            window = entry["train/tokens"] * (entry["step"] - previous)
+            tokens += window
+            seconds += window / entry["train/tokens_per_s"]
+            previous = entry["step"]
         if "valid/accuracy" in entry:
             points.append({"step": entry["step"], "seconds": seconds, "tokens": tokens,
                            "accuracy": entry["valid/accuracy"], "perplexity": entry["valid/perplexity"]})
