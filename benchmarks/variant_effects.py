@@ -2,6 +2,7 @@
 models, beside two model-free baselines, with variants scored per second on this machine.
 
     python benchmarks/variant_effects.py --checkpoint runs/demo [--checkpoint DIR ...] \
+        [--trajectory runs/best_steps/step-1000 ... --metrics runs/best/metrics.jsonl] \
         [--data ../shared/data/dms_dev] [--methods masked-marginal wt-marginal] [--update-docs]
 
 ``--data``: a folder of ProteinGym-style pairs ``NAME.fasta`` (the wild type) and ``NAME.csv``
@@ -12,6 +13,12 @@ with the embedded corpus's training-split amino-acid frequencies (what a model t
 but composition would say). Multi-mutants add their sites for all of them. Writes ``OUT/results.json``;
 ``--update-docs`` rewrites the section between the ``variant-effects`` markers in docs/results.md and
 the figure docs/figures/variant_effects_cpu.png (with its JSON beside it).
+
+``--trajectory``: models saved along one training run, each in a folder named ``step-N``, scored with
+the first method only: how ρ moves with training steps, beside the run's validation perplexity at
+those steps (from ``--metrics``, the run's ``metrics.jsonl``) and the steps at which a straight line
+fitted to the last three points (mean ρ against log steps) would reach BLOSUM62: an extrapolation,
+not a measurement.
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import time
 from pathlib import Path
 
@@ -56,13 +64,49 @@ def baseline_scores(sequence: str, csv_path: Path) -> dict[str, list[float]]:
             "frequency only": [sum(log_p[s.mutant] - log_p[s.wild_type] for s in m.substitutions) for m in mutants]}
 
 
-def measure(checkpoints: list[Path], folder: Path, methods: list[str]) -> dict:
+def step_of(folder: Path) -> int:
+    """N of a trajectory folder named ``step-N``."""
+    match = re.fullmatch(r"step-0*(\d+)", folder.name)
+    if match is None:
+        raise SystemExit(f"{folder}: a --trajectory folder is named step-N (N the training step)")
+    return int(match.group(1))
+
+
+def validation_perplexity(metrics: Path | None, steps: list[int]) -> dict[int, float]:
+    """``{step: valid/perplexity}`` from a run's ``metrics.jsonl`` for those of ``steps`` it validated at."""
+    if metrics is None:
+        return {}
+    found = {}
+    for line in metrics.read_text().splitlines():
+        row = json.loads(line)
+        if row.get("step") in steps and "valid/perplexity" in row:
+            found[row["step"]] = row["valid/perplexity"]
+    return found
+
+
+FIT_POINTS = 3
+
+
+def steps_to_reach(trajectory: list[dict], target: float) -> tuple[float, float | None]:
+    """``(slope, steps)``: the least-squares line through the last ``FIT_POINTS`` points (mean ρ against
+    natural-log steps), and the steps at which it reaches ``target`` (None if it does not rise)."""
+    x = [math.log(row["step"]) for row in trajectory[-FIT_POINTS:]]
+    y = [row["mean_spearman"] for row in trajectory[-FIT_POINTS:]]
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    slope = sum((a - mx) * (b - my) for a, b in zip(x, y, strict=True)) / sum((a - mx) ** 2 for a in x)
+    return slope, (math.exp(mx + (target - my) / slope) if slope > 0 else None)
+
+
+def measure(checkpoints: list[Path], folder: Path, methods: list[str], trajectory: list[Path] = (),
+            metrics: Path | None = None) -> dict:
     from scipy.stats import spearmanr
 
     from protein_performer.inference import load, score_variants
     from protein_performer.inference.mutations import read_mutations_csv
 
     result = {"datasets": {}, "rows": []}
+    trajectory = sorted(trajectory, key=step_of)
+    per_step = {step_of(folder): {} for folder in trajectory}
     for name, (sequence, csv_path) in datasets(folder).items():
         rows, _ = read_mutations_csv(csv_path, sequence=sequence)
         labels = [float(r["score"]) for r in rows]
@@ -80,6 +124,16 @@ def measure(checkpoints: list[Path], folder: Path, methods: list[str]) -> dict:
                 result["rows"].append({"dataset": name, "model": checkpoint.name, "method": method, "spearman": rho,
                                        "variants_per_second": len(rows) / seconds})
                 print(f"{name} {checkpoint.name} {method}: rho {rho:.3f} ({len(rows) / seconds:,.0f} variants/s)", flush=True)
+        for checkpoint in trajectory:
+            scored = score_variants(load(checkpoint, "cpu"), sequence, mutations_csv=csv_path, method=methods[0],
+                                    tokens_per_batch=16384)
+            per_step[step_of(checkpoint)][name] = scored.spearman("score", csv_path)["spearman"]
+            print(f"{name} {checkpoint} {methods[0]}: rho {per_step[step_of(checkpoint)][name]:.3f}", flush=True)
+    if trajectory:
+        perplexity = validation_perplexity(metrics, list(per_step))
+        result["trajectory"] = [{"step": step, "spearman": rhos, "mean_spearman": sum(rhos.values()) / len(rhos),
+                                 "valid_perplexity": perplexity.get(step)} for step, rhos in per_step.items()]
+        result["trajectory_method"] = methods[0]
     return result
 
 
@@ -95,9 +149,37 @@ def section(result: dict) -> str:
         speed = f"{sum(speeds) / len(speeds):,.0f}" if speeds else "–"
         lines.append(f"| {model} | {method or '–'} | " + " | ".join(f"{rho:+.3f}" for rho in rhos)
                      + f" | {sum(rhos) / len(rhos):+.3f} | {speed} |")
+    if "trajectory" in result:
+        lines += trajectory_section(result, names)
     lines.append("")
     lines.append("![Spearman rho per protein and scorer](figures/variant_effects_cpu.png)")
     return "\n".join(lines)
+
+
+def trajectory_section(result: dict, names: list[str]) -> list[str]:
+    trajectory = result["trajectory"]
+    blosum = _mean_rho(result, "BLOSUM62")
+    lines = ["", f"Along one training run ({result['trajectory_method']}; the models saved at these steps):", "",
+             "| step | validation perplexity | " + " | ".join(names) + " | mean ρ |", "|---|---|" + "---|" * (len(names) + 1)]
+    for row in trajectory:
+        perplexity = f"{row['valid_perplexity']:.3f}" if row["valid_perplexity"] is not None else "–"
+        lines.append(f"| {row['step']:,} | {perplexity} | " + " | ".join(f"{row['spearman'][n]:+.3f}" for n in names)
+                     + f" | {row['mean_spearman']:+.3f} |")
+    if len(trajectory) >= 2:
+        slope, reach = steps_to_reach(trajectory, blosum)
+        fitted, last = trajectory[-FIT_POINTS:], trajectory[-1]["step"]
+        line = (f"Over the last {len(fitted)} points (steps {fitted[0]['step']:,}–{last:,}) the mean ρ moves by "
+                f"{slope * math.log(2):+.3f} per doubling of steps; ")
+        line += (f"along that line it would reach BLOSUM62's {blosum:+.3f} at about {reach:,.0f} steps "
+                 f"({reach / last:,.0f}× this run): an extrapolation, not a measurement."
+                 if reach is not None else "along that line more steps alone do not approach BLOSUM62.")
+        lines += ["", line]
+    return lines
+
+
+def _mean_rho(result: dict, model: str) -> float:
+    rhos = [r["spearman"] for r in result["rows"] if r["model"] == model]
+    return sum(rhos) / len(rhos)
 
 
 def figure(result: dict, path: Path) -> None:
@@ -108,7 +190,10 @@ def figure(result: dict, path: Path) -> None:
 
     names = list(result["datasets"])
     scorers = list(dict.fromkeys((r["model"], r["method"]) for r in result["rows"]))
-    fig, ax = plt.subplots(figsize=(8, 3.8))
+    trajectory = result.get("trajectory")
+    fig, axes = plt.subplots(1, 2 if trajectory else 1, figsize=(13 if trajectory else 8, 3.8), squeeze=False,
+                             gridspec_kw={"width_ratios": [3, 2] if trajectory else [1]})
+    ax = axes[0][0]
     width = 0.8 / len(scorers)
     for k, (model, method) in enumerate(scorers):
         rho = {r["dataset"]: r["spearman"] for r in result["rows"] if (r["model"], r["method"]) == (model, method)}
@@ -118,6 +203,17 @@ def figure(result: dict, path: Path) -> None:
     ax.set_xticks([i + 0.4 - width / 2 for i in range(len(names))], names)
     ax.set(ylabel="Spearman ρ against measured fitness", title="zero-shot variant effects")
     ax.legend(fontsize=8)
+    if trajectory:
+        ax = axes[0][1]
+        steps = [row["step"] for row in trajectory]
+        for name in names:
+            ax.plot(steps, [row["spearman"][name] for row in trajectory], marker=".", alpha=0.6, label=name)
+        ax.plot(steps, [row["mean_spearman"] for row in trajectory], marker="o", color="black", label="mean")
+        ax.axhline(_mean_rho(result, "BLOSUM62"), color="tab:red", linestyle="--", label="BLOSUM62 (mean)")
+        ax.axhline(_mean_rho(result, "frequency only"), color="grey", linestyle=":", label="frequency only (mean)")
+        ax.set(xscale="log", xlabel="training step", ylabel="Spearman ρ",
+               title=f"along one run ({result['trajectory_method']})")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
@@ -134,12 +230,15 @@ def update_docs(result: dict, docs: Path = DOCS, figure_path: Path = FIGURE) -> 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoint", type=Path, action="append", default=[], help="a model to score with (repeatable)")
+    parser.add_argument("--trajectory", type=Path, nargs="+", default=[],
+                        help="models saved along one run, in folders named step-N (scored with the first method)")
+    parser.add_argument("--metrics", type=Path, help="that run's metrics.jsonl (validation perplexity at those steps)")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "dms_dev")
     parser.add_argument("--methods", nargs="+", default=["masked-marginal", "wt-marginal"])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "variant_effects")
     parser.add_argument("--update-docs", action="store_true")
     args = parser.parse_args()
-    result = measure(args.checkpoint, args.data, args.methods)
+    result = measure(args.checkpoint, args.data, args.methods, args.trajectory, args.metrics)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
     print(section(result))
