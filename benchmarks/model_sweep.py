@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import equal_time
@@ -62,11 +63,18 @@ def run_candidate(out: Path, candidate: tuple, steps: int, args) -> dict:
             "final": {"accuracy": points[-1]["accuracy"], "perplexity": points[-1]["perplexity"]}}
 
 
+def keep_every(steps: int) -> int:
+    """A round interval that keeps 10 to 100 models along a run of ``steps`` (for
+    ``variant_effects.py --trajectory``)."""
+    return 10 ** max(0, math.floor(math.log10(steps / 10)))
+
+
 def recommendation(result: dict) -> dict:
     best = min(result["rows"], key=lambda r: r["final"]["perplexity"])
     steps = int(result["hours"] * 3600 / result["plan"][best["key"]]["seconds_per_step"])
     command = (f"protein-performer train --preset {best['preset']} --seq-len {best['seq_len']} --batch-size {best['batch_size']} --micro-batch-size {best['batch_size']} "
-               f"--max-steps {steps} --warmup-steps {max(1, steps // 20)} --lr-schedule cosine --out runs/best --resume")
+               f"--max-steps {steps} --warmup-steps {max(1, steps // 20)} --lr-schedule cosine --keep-every {keep_every(steps)} "
+               f"--out runs/best --resume")
     return {"key": best["key"], "steps": steps, "command": command}
 
 

@@ -58,6 +58,7 @@ def test_sweep_recommends_the_lowest_validation_perplexity(tmp_path):
     assert recommendation["key"] == best["key"]
     assert recommendation["steps"] == int(1800 / result["plan"][best["key"]]["seconds_per_step"])
     assert f"--seq-len {best['seq_len']} --batch-size {best['batch_size']} --micro-batch-size {best['batch_size']} --max-steps {recommendation['steps']}" in recommendation["command"]
+    assert f"--keep-every {model_sweep.keep_every(recommendation['steps'])} " in recommendation["command"]
     assert recommendation["command"].endswith("--out runs/best --resume")  # a session boundary costs nothing
     for row in rows.values():
         assert row["curve"][-1]["step"] == row["steps"] and row["parameters"] > 100_000
@@ -101,3 +102,7 @@ def test_a_plan_is_kept_and_only_the_arms_it_lacks_are_timed(tmp_path, monkeypat
     assert set(json.loads(path.read_text())["arms"]) == {"a", "b"}  # a plan for fewer arms keeps the others
     equal_time.plan(path, arms, None, 1.0, {"seed": 1})
     assert timed == ["a", "b", "b", "a", "b"]  # another identity: everything timed again
+
+
+def test_a_long_run_keeps_ten_to_a_hundred_models_along_it():
+    assert [model_sweep.keep_every(steps) for steps in (5, 100, 999, 27_907, 100_000)] == [1, 10, 10, 1000, 10_000]

@@ -52,6 +52,7 @@ def test_train_refuses_an_out_it_would_overwrite(tmp_path, capsys, fasta):
 @pytest.mark.parametrize("extra,message", [
     (["--batch-size", "0"], "--batch-size must be a positive integer"),
     (["--save-every", "0"], "--save-every must be a positive integer"),
+    (["--keep-every", "-1"], "--keep-every must be 0 or more"),
     (["--eval-sequences", "0"], "--eval-sequences must be a positive integer"),
 ])
 def test_train_checks_its_numbers_before_any_work(tmp_path, capsys, fasta, extra, message):

@@ -105,8 +105,11 @@ def test_resume_before_the_first_checkpoint_keeps_the_runs_settings(fasta, tmp_p
         start_training(run.path, resume=True, train_options={"seq_len": 1024, "max_steps": 7})
     trainer = start_training(run.path, resume=True, train_options={"seq_len": 48, "batch_size": None, "max_steps": 7})
     assert trainer.step == 0 and trainer.config == config
-    assert trainer.tc == recorded.replace(max_steps=7)  # only max_steps may change
+    assert trainer.tc == recorded.replace(max_steps=7)  # only max_steps (and keep_every) may change
     assert json.loads(run.train_config.read_text()) == recorded.to_dict()
+    trainer.lock.release()
+    trainer = start_training(run.path, resume=True, train_options={"keep_every": 2})
+    assert trainer.tc == recorded.replace(keep_every=2)
     trainer.lock.release()
 
 

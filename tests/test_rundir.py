@@ -49,6 +49,16 @@ def test_checkpoints_keep_the_last_two_and_latest_points_at_the_newest(tmp_path)
     assert latest.read_train_config() == {"seed": 0} and run.has_model()
 
 
+def test_checkpoints_at_multiples_of_keep_every_stay(tmp_path):
+    model, config = tiny_model()
+    run = RunDir(tmp_path / "run")
+    for step in range(1, 8):
+        run.write_checkpoint(step, config=config, weights=model.state_dict(), state_tensors={"rng.torch": torch.get_rng_state()},
+                             state={"step": step}, train_config={"seed": 0}, keep_every=3)
+    assert sorted(p.name for p in run.checkpoints.glob("step-*")) == ["step-0000003", "step-0000006", "step-0000007"]
+    assert run.latest_checkpoint().path.name == "step-0000007"
+
+
 def test_readers_name_file_and_line(tmp_path):
     run = RunDir(tmp_path)
     run.metrics.write_text('{"step": 1}\n{"loss": 2}\n')

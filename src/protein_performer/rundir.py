@@ -317,10 +317,12 @@ class RunDir:
         return tmp
 
     def write_checkpoint(self, step: int, *, config: PerformerConfig, weights: dict[str, Tensor],
-                         state_tensors: dict[str, Tensor], state: dict, train_config: dict, staged: bool = False) -> RunDir:
+                         state_tensors: dict[str, Tensor], state: dict, train_config: dict, staged: bool = False,
+                         keep_every: int = 0) -> RunDir:
         """A complete checkpoint for ``step``: written into a temporary folder, renamed into place, then
         ``latest`` moved; the run directory itself then holds the newest weights. Older checkpoints
-        beyond the last two are removed. ``staged``: the folder (:meth:`staged_checkpoint`) already
+        beyond the last two are removed, except those of steps that are multiples of ``keep_every``
+        (when it is not 0: models along the run, e.g. to measure them against steps). ``staged``: the folder (:meth:`staged_checkpoint`) already
         holds what other processes wrote into it (the shards), and is completed, not emptied."""
         root = self.checkpoints
         root.mkdir(parents=True, exist_ok=True)
@@ -340,7 +342,8 @@ class RunDir:
         self.write_model(weights, config)
         complete = sorted(p for p in root.glob("step-*") if p.is_dir())
         for old in complete[:-KEEP_CHECKPOINTS]:
-            shutil.rmtree(old, ignore_errors=True)
+            if not (keep_every and int(old.name.removeprefix("step-")) % keep_every == 0):
+                shutil.rmtree(old, ignore_errors=True)
         return RunDir(final)
 
     def read_state(self) -> tuple[dict[str, Tensor], dict]:

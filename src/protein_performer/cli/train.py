@@ -18,7 +18,7 @@ from .common import add_model_options, add_quiet, add_threads, attention_name, s
 MODEL_OPTIONS = ("attention", "kernel", "objective", "dropout", "num_features", "redraw_interval", "positions", "window",
                  "bucket_size", "n_hashes", "linformer_k")
 TRAIN_OPTIONS = ("data", "seq_len", "concat", "batch_size", "micro_batch_size", "max_steps", "lr", "warmup_steps", "lr_schedule",
-                 "min_lr_ratio", "save_every", "eval_every", "eval_sequences", "seed", "precision")
+                 "min_lr_ratio", "save_every", "keep_every", "eval_every", "eval_sequences", "seed", "precision")
 
 
 def run_train(args: argparse.Namespace) -> int:
@@ -201,6 +201,9 @@ def add_train_parser(sub: argparse._SubParsersAction) -> None:
                        help=f"bf16 autocast or fp32; bf16 where the hardware computes it natively (CUDA, CPUs with AVX-512 "
                             f"BF16 or AMX), fp32 elsewhere (here {_train_default('precision')})")
     train.add_argument("--save-every", type=int, help=f"steps between checkpoints ({_train_default('save_every')})")
+    train.add_argument("--keep-every", type=int, metavar="STEPS",
+                       help="also keep the checkpoints of every multiple of STEPS (models along the run), not only the last "
+                            "two; may change on --resume (default: 0, only the last two)")
     train.add_argument("--eval-every", type=int, help=f"steps between validations ({_train_default('eval_every')})")
     train.add_argument("--eval-sequences", type=int, help=f"validation samples per evaluation ({_train_default('eval_sequences')})")
     train.add_argument("--seed", type=int, help=f"seed of everything random: data order, crops, masks, weights ({_train_default('seed')})")

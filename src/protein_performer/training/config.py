@@ -64,6 +64,7 @@ class TrainConfig:
     clip_norm: float = 0.5
     precision: str = dataclasses.field(default_factory=default_precision)  # "bf16" autocast or "fp32"
     save_every: int = 200
+    keep_every: int = 0  # checkpoints at multiples of it are kept besides the last two (0: only the last two)
     eval_every: int = 200
     eval_sequences: int = 256
     log_every: int = 10
@@ -74,6 +75,8 @@ class TrainConfig:
                      "log_every"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 1:
                 raise ValueError(f"invalid training setting: `{name}` must be a positive integer, got {getattr(self, name)!r}")
+        if not isinstance(self.keep_every, int) or self.keep_every < 0:
+            raise ValueError(f"invalid training setting: `keep_every` must be 0 or more, got {self.keep_every!r}")
         if not isinstance(self.warmup_steps, int) or self.warmup_steps < 0:
             raise ValueError(f"invalid training setting: `warmup_steps` must be 0 or more, got {self.warmup_steps!r}")
         if not (isinstance(self.lr, (int, float)) and 0 <= self.lr < math.inf):

@@ -2,7 +2,8 @@
 it trains. Decided here, once, for the command line and for scripts alike.
 
 - ``DIR`` holding a complete checkpoint is continued only when asked to resume, with its own recorded
-  model and settings (only ``max_steps`` may be raised to train further); it is never started over.
+  model and settings (only ``max_steps`` may be raised to train further, and ``keep_every``, which
+  checkpoints stay, may change); it is never started over.
 - Otherwise ``DIR`` must be new, empty, or (when resuming) a run killed before its first checkpoint,
   which then starts from step 0: nothing of other files is ever overwritten.
 - A new run's model comes from ``init_from`` (a model directory: its config and weights), a config
@@ -24,6 +25,7 @@ from .config import TrainConfig
 from .distributed import Distributed
 from .trainer import Trainer
 
+RESUME_MAY_CHANGE = ("max_steps", "keep_every")  # what a resumed run takes from its command line
 # Model settings that would change the architecture of a model that ``init_from`` brings along.
 ARCHITECTURE_SETTINGS = ("preset", "config", "attention", "kernel", "objective", "positions", "num_features")
 
@@ -50,7 +52,7 @@ def _check_resumed(tc: TrainConfig, model_config: PerformerConfig, recorded: Run
                    model_options: dict, others: dict) -> None:
     """A resumed run keeps its settings: refuse any other given, and data that changed."""
     for name, value in {**others, **model_options, **train_options}.items():
-        if value is None or name == "max_steps":
+        if value is None or name in RESUME_MAY_CHANGE:
             continue
         if name in others:
             described = {**(PerformerConfig.load(value).to_dict() if name == "config" else PRESETS.get(value, {})), **model_options}
@@ -63,7 +65,7 @@ def _check_resumed(tc: TrainConfig, model_config: PerformerConfig, recorded: Run
         same = Path(value).absolute() == Path(current).absolute() if name == "data" else value == current
         if not same:
             raise ValueError(f"`{name}` {value} differs from the run's {current} ({recorded.train_config}): a resumed run "
-                             f"keeps its settings (only `max_steps` may change); drop it, or start a new run")
+                             f"keeps its settings (only `max_steps` and `keep_every` may change); drop it, or start a new run")
     if not Path(tc.data).exists():
         raise FileNotFoundError(f"{tc.data} not found: the run was trained on it ({recorded.train_config}) and resumes only on it")
     if tc.data_fingerprint and data_fingerprint(tc.data) not in ("", tc.data_fingerprint):
@@ -100,7 +102,8 @@ def _new_model_config(*, init_from, config, preset_name, model_options: dict, tr
 def _settings(run: RunDir, checkpoint: RunDir | None, *, resume: bool, init_from, config, preset_name, model_options: dict,
               train_options: dict) -> tuple[PerformerConfig, TrainConfig]:
     """The model and training settings of the run: recorded ones when it resumes (a run killed before
-    its first checkpoint starts again from step 0 with them; only max_steps may be raised), else new."""
+    its first checkpoint starts again from step 0 with them; only max_steps may be raised and keep_every
+    changed), else new."""
     if checkpoint is not None or (resume and run.is_run()):
         recorded = checkpoint or run
         model_config = recorded.read_config()
@@ -113,6 +116,7 @@ def _settings(run: RunDir, checkpoint: RunDir | None, *, resume: bool, init_from
                                  f"{tc.lr_schedule} learning-rate decay ends there ({recorded.train_config}), so it cannot "
                                  f"be moved on resume; start a new run (e.g. `init_from` this one)")
             tc.max_steps = train_options["max_steps"]
+        tc.keep_every = train_options.get("keep_every", tc.keep_every)
         return model_config, tc
     if "data" in train_options:  # recorded whole, so that a resume from another folder finds it
         train_options = {**train_options, "data": str(Path(train_options["data"]).absolute())}
@@ -130,7 +134,7 @@ def start_training(out: str | os.PathLike, *, resume: bool = False, init_from: s
     """A :class:`Trainer` for run directory ``out``, resumed or new (see the module docstring).
 
     ``model_options``: :class:`~protein_performer.model.PerformerConfig` fields to set on a new run's
-    model; ``train_options``: :class:`TrainConfig` fields (a resumed run takes only ``max_steps``).
+    model; ``train_options``: :class:`TrainConfig` fields (a resumed run takes only ``max_steps`` and ``keep_every``).
     Options that are None are not given. Raises ``ValueError`` / ``FileNotFoundError`` with one line."""
     model_options = {k: v for k, v in (model_options or {}).items() if v is not None}
     train_options = {k: v for k, v in (train_options or {}).items() if v is not None}

@@ -220,7 +220,8 @@ class Trainer:
         if self.dist.is_main:
             state = {"frequencies": self.frequencies, "world_size": self.dist.world_size, "step": self.step, "optimizer": meta}
             self.run.write_checkpoint(self.step, config=self.config, weights=weights, state_tensors={**tensors, **rngs},
-                                      state=state, train_config=self.tc.to_dict(), staged=self.fsdp)
+                                      state=state, train_config=self.tc.to_dict(), staged=self.fsdp,
+                                      keep_every=self.tc.keep_every)
             self.run.write_frequencies(self.frequencies)
             self.run.write_metrics(self.history)
             plot_training_curves(self.history, self.run.curves)
