@@ -1,6 +1,7 @@
 """The attention benchmark's bookkeeping (FLOP counts, extrapolation, crossover) and one tiny in-process run
 (``benchmarks/attention_bench``, on the path through pyproject's pytest ``pythonpath``)."""
 
+import json
 import math
 
 import pytest
@@ -59,3 +60,31 @@ def test_run_single_tiny_in_process():
         assert r[part]["median_s"] > 0 and r[part]["runs"] == 1
         assert r[part]["minflt"] >= 0
     assert r["attention_source"]
+
+
+def test_profile_writes_its_numbers_and_a_section(tmp_path):
+    from attention import main
+    from attention_bench import profiling
+
+    assert main(["--profile", "256", "--quick", "--heads", "2", "--head-dim", "16", "--features", "32", "--chunk-size", "32",
+                 "--out", str(tmp_path)]) == 0
+    result = json.loads((tmp_path / "profile.json").read_text())
+    assert set(result["directions"]) == {"bidirectional", "causal"} and result["settings"]["length"] == 256
+    for numbers in result["directions"].values():
+        assert 0 < numbers["matmul_s"] < numbers["total_self_s"] and numbers["matmul_share"] == pytest.approx(
+            numbers["matmul_s"] / numbers["total_self_s"])
+        assert numbers["top_other_ops"] and all(not o["op"].startswith(("aten::mm", "aten::bmm")) for o in numbers["top_other_ops"])
+    text = profiling.section(result)
+    assert text.count("\n| bidirectional |") == 1 and text.count("\n| causal |") == 1 and "- causal: `" in text
+    assert (tmp_path / "profile_causal_float32_L256.txt").is_file()
+
+
+def test_the_profile_section_in_the_docs_is_its_json_or_not_yet_measured():
+    from attention_bench import profiling
+
+    begin, end = profiling.MARKERS
+    body = profiling.DOCS.read_text().split(begin, 1)[1].split(end, 1)[0].strip()
+    if profiling.RESULT.is_file():
+        assert body == profiling.section(json.loads(profiling.RESULT.read_text())).strip()
+    else:
+        assert body.startswith("Not yet measured")

@@ -95,6 +95,8 @@ def _add_output_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", type=int, default=None, metavar="L",
                    help="instead of the benchmark, profile ours forward+backward at length L (both directions, first dtype) with "
                    "torch.profiler and report matmul throughput")
+    p.add_argument("--update-docs", action="store_true",
+                   help="with --profile: rewrite the attention-profile section of docs/benchmarks.md from the profile")
     p.add_argument("--single", default=None, help=argparse.SUPPRESS)  # run one configuration in-process (JSON spec), print JSON
 
 

@@ -1,12 +1,18 @@
 """``--profile L``: torch.profiler over one forward+backward of ours at one length, per direction, and the
-throughput of its matrix products (from the profiler's FLOP counts) against plain ``torch.matmul``."""
+throughput of its matrix products (from the profiler's FLOP counts) against plain ``torch.matmul``.
+
+Writes the profiler tables as text and the numbers as ``OUT/profile.json``; ``--update-docs`` rewrites
+the ``attention-profile`` section of docs/benchmarks.md from them (its JSON kept as
+docs/figures/attention_profile_cpu.json, which a test holds the section to)."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import resource
 import time
+from pathlib import Path
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -16,7 +22,12 @@ from protein_performer.attention import draw_projection, favor_attention
 from .device import synchronize, torch_dtype
 from .flops import favor_flops, matmul_throughput
 from .procfs import wait_for_quiet
+from .provenance import machine_meta
 
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "benchmarks.md"
+RESULT = DOCS.parent / "figures" / "attention_profile_cpu.json"
+MARKERS = ("<!-- attention-profile:begin (written by benchmarks/attention.py --profile) -->", "<!-- attention-profile:end -->")
+TOP_OPS = 6
 MATMUL_OPS = ("aten::mm", "aten::bmm", "aten::addmm", "aten::addmm_", "aten::baddbmm", "aten::baddbmm_", "aten::addbmm", "aten::addbmm_")
 
 
@@ -60,8 +71,8 @@ def _profiled(step, device, quiet_wait_s: float):
     return prof, wall, r0, resource.getrusage(resource.RUSAGE_SELF)
 
 
-def _profile_direction(args: argparse.Namespace, device, tensors: tuple, direction: str, peak: float) -> str:
-    """The profiler table and the matmul throughput line of ours fwd+bwd in one direction."""
+def _profile_direction(args: argparse.Namespace, device, tensors: tuple, direction: str, peak: float) -> tuple[str, dict]:
+    """The profiler table and the matmul throughput line of ours fwd+bwd in one direction, and its numbers."""
     q, k, v, g, proj = tensors
     causal = direction == "causal"
     n, b, h, d, m = args.profile, args.batch, args.heads, args.head_dim, args.features
@@ -89,12 +100,40 @@ def _profile_direction(args: argparse.Namespace, device, tensors: tuple, directi
         f"{100 * mm_gflops / peak:.0f}% of plain matmul; whole op {counted / max(mm['total_self_s'], 1e-9) / 1e9:.0f} "
         f"GFLOP/s by the convention count over the self CPU total"
     )
-    return "\n".join([header, prof.key_averages().table(sort_by=sort, row_limit=25), throughput])
+    others = sorted((e for e in prof.key_averages() if e.key not in MATMUL_OPS and not e.key.startswith("autograd::")),
+                    key=lambda e: e.self_cpu_time_total, reverse=True)
+    numbers = {"wall_s": wall, "matmul_s": mm["time_s"], "total_self_s": mm["total_self_s"],
+               "matmul_share": mm["time_s"] / max(mm["total_self_s"], 1e-9), "matmul_gflop": mm["flops"] / 1e9,
+               "counted_gflop": counted / 1e9, "matmul_gflops": mm_gflops, "matmul_fraction_of_peak": mm_gflops / peak,
+               "minor_faults": r1.ru_minflt - r0.ru_minflt,
+               "top_other_ops": [{"op": e.key, "self_s": e.self_cpu_time_total / 1e6, "calls": e.count} for e in others[:TOP_OPS]]}
+    return "\n".join([header, prof.key_averages().table(sort_by=sort, row_limit=25), throughput]), numbers
+
+
+def section(result: dict) -> str:
+    """The docs section of a profile (``profile.json``)."""
+    s = result["settings"]
+    lines = [f"`torch.profiler` over one forward+backward of ours at L = {s['length']:,} ({s['dtype']}, B = {s['batch']}, "
+             f"H = {s['heads']}, d = {s['head_dim']}, M = {s['features']}, C = {s['chunk_size']}), "
+             f"{result['started'][:10]} on {result['machine']}, malloc {result['malloc']}; plain float32 matmul "
+             f"{result['peak_gflops']:.0f} GFLOP/s here. Self CPU time: each op's own, without its children.", "",
+             "| direction | wall s | self CPU s | matrix products s (share) | other ops s | products GFLOP/s (of plain matmul) | "
+             "minor page faults |", "|---|---|---|---|---|---|---|"]
+    for direction, n in result["directions"].items():
+        lines.append(f"| {direction} | {n['wall_s']:.3f} | {n['total_self_s']:.3f} | {n['matmul_s']:.3f} "
+                     f"({100 * n['matmul_share']:.0f}%) | {n['total_self_s'] - n['matmul_s']:.3f} | {n['matmul_gflops']:.0f} "
+                     f"({100 * n['matmul_fraction_of_peak']:.0f}%) | {n['minor_faults'] / 1e3:,.0f}k |")
+    lines += ["", "The largest other ops (self CPU ms, calls):", ""]
+    for direction, n in result["directions"].items():
+        ops = ", ".join(f"`{o['op'].removeprefix('aten::')}` {1e3 * o['self_s']:.0f} ({o['calls']})" for o in n["top_other_ops"])
+        lines.append(f"- {direction}: {ops}")
+    return "\n".join(lines)
 
 
 def profile_ours(args: argparse.Namespace) -> int:
     """torch.profiler of ours forward+backward at length ``args.profile`` (first dtype, every direction);
-    writes ``OUT/profile_<direction>_<dtype>_L<n>.txt``."""
+    writes ``OUT/profile_<direction>_<dtype>_L<n>.txt`` and ``OUT/profile.json`` (and the docs section
+    with ``args.update_docs``)."""
     if args.threads:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
@@ -108,11 +147,21 @@ def profile_ours(args: argparse.Namespace) -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     if device.type == "cpu":
         wait_for_quiet(args.quiet_wait_s)
-    mm = matmul_throughput(args.device, args.threads, quick=False)
+    mm = matmul_throughput(args.device, args.threads, quick=args.quick, dtypes=("float32",))
     peak = mm["float32_square"]["gflops"]
     print(f"plain matmul float32: {peak:.0f} GFLOP/s; FAVOR-shaped {mm['float32_favor_projection']['gflops']:.0f} GFLOP/s")
+    meta = machine_meta(args, args.device)
+    result = {"machine": meta["device_name"], "started": meta["started"], "malloc": meta["malloc"], "peak_gflops": peak,
+              "settings": {"length": n, "dtype": dtype_name, "batch": args.batch, "heads": args.heads, "head_dim": args.head_dim,
+                           "features": args.features, "chunk_size": args.chunk_size},
+              "directions": {}}
     for direction in args.directions:
-        text = _profile_direction(args, device, (q, k, v, g, proj), direction, peak)
+        text, result["directions"][direction] = _profile_direction(args, device, (q, k, v, g, proj), direction, peak)
         print(text)
         (args.out / f"profile_{direction}_{dtype_name}_L{n}.txt").write_text(text + "\n")
+    (args.out / "profile.json").write_text(json.dumps(result, indent=1) + "\n")
+    if args.update_docs:
+        from docs_section import publish
+
+        publish(DOCS, MARKERS, section(result), result, RESULT, None)
     return 0
