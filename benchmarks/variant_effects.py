@@ -170,11 +170,19 @@ def trajectory_section(result: dict, names: list[str]) -> list[str]:
         fitted, last = trajectory[-FIT_POINTS:], trajectory[-1]["step"]
         line = (f"Over the last {len(fitted)} points (steps {fitted[0]['step']:,}–{last:,}) the mean ρ moves by "
                 f"{slope * math.log(2):+.3f} per doubling of steps; ")
-        line += (f"along that line it would reach BLOSUM62's {blosum:+.3f} at about {reach:,.0f} steps "
-                 f"({reach / last:,.0f}× this run): an extrapolation, not a measurement."
+        line += (f"along that line it would reach BLOSUM62's {blosum:+.3f} at about {_magnitude(reach)} steps "
+                 f"({_magnitude(reach / last)}× this run): an extrapolation, not a measurement."
                  if reach is not None else "along that line more steps alone do not approach BLOSUM62.")
         lines += ["", line]
     return lines
+
+
+def _magnitude(x: float) -> str:
+    """``123,456`` below a million, ``4 × 10^17`` above."""
+    if x < 1e6:
+        return f"{x:,.0f}"
+    exponent = math.floor(math.log10(x))
+    return f"{x / 10 ** exponent:.0f} × 10^{exponent}"
 
 
 def _mean_rho(result: dict, model: str) -> float:

@@ -79,3 +79,4 @@ def test_steps_to_reach_follows_the_line_of_the_last_three_points():
     assert slope == pytest.approx(0.1 / math.log(10))
     assert reach == pytest.approx(100_000)
     assert variant_effects.steps_to_reach(rows[:2], 0.3)[1] is None
+    assert [variant_effects._magnitude(x) for x in (12_345.6, 3.7e17)] == ["12,346", "4 × 10^17"]
