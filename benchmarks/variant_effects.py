@@ -2,7 +2,7 @@
 models, beside two model-free baselines, with variants scored per second on this machine.
 
     python benchmarks/variant_effects.py --checkpoint runs/demo [--checkpoint DIR ...] \
-        [--trajectory runs/best_steps/step-1000 ... --metrics runs/best/metrics.jsonl] \
+        [--trajectory runs/best/checkpoints/step-0002000 ... --run runs/best] \
         [--data ../shared/data/dms_dev] [--methods masked-marginal wt-marginal] [--update-docs]
 
 ``--data``: a folder of ProteinGym-style pairs ``NAME.fasta`` (the wild type) and ``NAME.csv``
@@ -16,7 +16,7 @@ the figure docs/figures/variant_effects_cpu.png (with its JSON beside it).
 
 ``--trajectory``: models saved along one training run, each in a folder named ``step-N``, scored with
 the first method only: how ρ moves with training steps, beside the run's validation perplexity at
-those steps (from ``--metrics``, the run's ``metrics.jsonl``) and the steps at which a straight line
+those steps (from ``--run``, the run's directory) and the steps at which a straight line
 fitted to the last three points (mean ρ against log steps) would reach BLOSUM62: an extrapolation,
 not a measurement.
 """
@@ -72,16 +72,15 @@ def step_of(folder: Path) -> int:
     return int(match.group(1))
 
 
-def validation_perplexity(metrics: Path | None, steps: list[int]) -> dict[int, float]:
-    """``{step: valid/perplexity}`` from a run's ``metrics.jsonl`` for those of ``steps`` it validated at."""
-    if metrics is None:
+def validation_perplexity(run: Path | None, steps: list[int]) -> dict[int, float]:
+    """``{step: valid/perplexity}`` from the metrics of run directory ``run``, for those of ``steps`` it
+    validated at."""
+    from protein_performer.rundir import RunDir
+
+    if run is None:
         return {}
-    found = {}
-    for line in metrics.read_text().splitlines():
-        row = json.loads(line)
-        if row.get("step") in steps and "valid/perplexity" in row:
-            found[row["step"]] = row["valid/perplexity"]
-    return found
+    return {row["step"]: row["valid/perplexity"] for row in RunDir(run).read_metrics()
+            if row["step"] in steps and "valid/perplexity" in row}
 
 
 FIT_POINTS = 3
@@ -98,7 +97,7 @@ def steps_to_reach(trajectory: list[dict], target: float) -> tuple[float, float 
 
 
 def measure(checkpoints: list[Path], folder: Path, methods: list[str], trajectory: list[Path] = (),
-            metrics: Path | None = None) -> dict:
+            run: Path | None = None) -> dict:
     from scipy.stats import spearmanr
 
     from protein_performer.inference import load, score_variants
@@ -130,7 +129,7 @@ def measure(checkpoints: list[Path], folder: Path, methods: list[str], trajector
             per_step[step_of(checkpoint)][name] = scored.spearman("score", csv_path)["spearman"]
             print(f"{name} {checkpoint} {methods[0]}: rho {per_step[step_of(checkpoint)][name]:.3f}", flush=True)
     if trajectory:
-        perplexity = validation_perplexity(metrics, list(per_step))
+        perplexity = validation_perplexity(run, list(per_step))
         result["trajectory"] = [{"step": step, "spearman": rhos, "mean_spearman": sum(rhos.values()) / len(rhos),
                                  "valid_perplexity": perplexity.get(step)} for step, rhos in per_step.items()]
         result["trajectory_method"] = methods[0]
@@ -240,13 +239,13 @@ def main() -> None:
     parser.add_argument("--checkpoint", type=Path, action="append", default=[], help="a model to score with (repeatable)")
     parser.add_argument("--trajectory", type=Path, nargs="+", default=[],
                         help="models saved along one run, in folders named step-N (scored with the first method)")
-    parser.add_argument("--metrics", type=Path, help="that run's metrics.jsonl (validation perplexity at those steps)")
+    parser.add_argument("--run", type=Path, help="the run directory they come from (its validation perplexity at those steps)")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data" / "dms_dev")
     parser.add_argument("--methods", nargs="+", default=["masked-marginal", "wt-marginal"])
     parser.add_argument("--out", type=Path, default=ROOT / "runs" / "bench" / "variant_effects")
     parser.add_argument("--update-docs", action="store_true")
     args = parser.parse_args()
-    result = measure(args.checkpoint, args.data, args.methods, args.trajectory, args.metrics)
+    result = measure(args.checkpoint, args.data, args.methods, args.trajectory, args.run)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(result, indent=1) + "\n")
     print(section(result))

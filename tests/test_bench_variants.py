@@ -56,11 +56,11 @@ def test_a_trajectory_is_scored_per_step_beside_its_validation_perplexity(tmp_pa
     (data / "TOY.fasta").write_text(f">toy\n{SEQ}\n")
     (data / "TOY.csv").write_text("mutant,score\n" + "".join(f"{m},{i % 4}\n" for i, m in enumerate(MUTANTS)))
     steps = [make_model_dir(tmp_path / "run" / name, "mlm") for name in ("step-0000200", "step-100")]
-    metrics = tmp_path / "metrics.jsonl"
+    metrics = tmp_path / "run" / "metrics.jsonl"
     metrics.write_text("".join(json.dumps(row) + "\n" for row in [{"step": 100, "train/loss": 3.0},
                                                                     {"step": 100, "valid/perplexity": 19.5},
                                                                     {"step": 200, "valid/perplexity": 18.25}]))
-    result = variant_effects.measure([], data, ["wt-marginal", "masked-marginal"], steps, metrics)
+    result = variant_effects.measure([], data, ["wt-marginal", "masked-marginal"], steps, tmp_path / "run")
     assert [row["step"] for row in result["trajectory"]] == [100, 200]
     assert [row["valid_perplexity"] for row in result["trajectory"]] == [19.5, 18.25]
     assert result["trajectory_method"] == "wt-marginal"
