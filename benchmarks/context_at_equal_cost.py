@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
 import equal_time
@@ -73,20 +74,45 @@ def run_arm(out: Path, key: str, steps: int, args) -> dict:
             "curve": points, "evaluation": evaluation}
 
 
+def standard_error(evaluation: dict) -> float:
+    """Binomial standard error of a masked accuracy over its ``tokens`` positions."""
+    p = evaluation["accuracy"]
+    return math.sqrt(p * (1 - p) / evaluation["tokens"])
+
+
+def verdict(rows: list[dict], length: str) -> str:
+    """Which arm is best on windows of ``length``, and whether its lead over the next arm and over the
+    empirical baseline exceeds twice their combined standard error."""
+    ranked = sorted(rows, key=lambda r: -r["evaluation"][length]["accuracy"])
+    best, runner = ranked[0]["evaluation"][length], ranked[1]["evaluation"][length]
+
+    def lead(other: float, other_se: float, what: str) -> str:
+        gap, se = best["accuracy"] - other, math.hypot(standard_error(best), other_se)
+        word = "exceeds" if gap > 2 * se else "is within"
+        return f"{100 * gap:+.2f} points over {what} ({word} 2 SE = {200 * se:.2f})"
+
+    return (f"Windows of {length}: best {ranked[0]['name']}, "
+            f"{lead(runner['accuracy'], standard_error(runner), ranked[1]['name'])}; "
+            f"{lead(best['baseline_accuracy'], 0.0, 'the empirical baseline')}.")
+
+
 def section(result: dict) -> str:
     lengths = [str(result["long"]), str(result["short"])]
-    lines = [f"`{result['preset']}` preset, {result['minutes']} minutes of training steps for each arm, seed {result['seed']}.", "",
+    lines = [f"`{result['preset']}` preset, {result['minutes']} minutes of training steps for each arm, seed {result['seed']}; "
+             "accuracy ± its binomial standard error (SE) over the masked positions.", "",
              "| arm | steps | tokens seen | training time | " + " | ".join(f"accuracy % / perplexity, windows of {n}" for n in lengths) + " |",
              "|---|---|---|---|" + "---|" * len(lengths)]
     baseline = result["rows"][0]["evaluation"]
     for r in result["rows"]:
-        cells = [f"{100 * r['evaluation'][n]['accuracy']:.2f} / {r['evaluation'][n]['perplexity']:.2f}" for n in lengths]
+        cells = [f"{100 * r['evaluation'][n]['accuracy']:.2f} ± {100 * standard_error(r['evaluation'][n]):.2f} / "
+                 f"{r['evaluation'][n]['perplexity']:.2f}" for n in lengths]
         lines.append(f"| {r['name']} | {r['steps']:,} | {r['tokens'] / 1e6:.2f}M | {r['train_seconds'] / 60:.1f} min | " + " | ".join(cells) + " |")
     lines.append("| empirical baseline | | | | " + " | ".join(
         f"{100 * baseline[n]['baseline_accuracy']:.2f} / {baseline[n]['baseline_perplexity']:.2f}" for n in lengths) + " |")
-    best = max(result["rows"], key=lambda r: r["evaluation"][lengths[0]]["accuracy"])
-    lines += ["", f"Best on held-out windows of {lengths[0]}: {best['name']}.", "",
-              f"![validation accuracy against time and tokens](figures/{FIGURE.name})"]
+    masked = " and ".join(f"{baseline[n]['tokens']:,} masked positions in windows of {n}" for n in lengths)
+    lines += ["", f"Test split: {masked}.", ""]
+    lines += [f"- {verdict(result['rows'], n)}" for n in lengths]
+    lines += ["", f"![validation accuracy and perplexity against time and tokens](figures/{FIGURE.name})"]
     return "\n".join(lines)
 
 
@@ -96,15 +122,19 @@ def figure(result: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2), sharey=True)
+    fig, axes = plt.subplots(2, 2, figsize=(11, 7.5), sharex="col", sharey="row")
     for r in result["rows"]:
         points = r["curve"]
-        axes[0].plot([p["seconds"] / 60 for p in points], [100 * p["accuracy"] for p in points], "o-", label=r["name"])
-        axes[1].plot([p["tokens"] / 1e6 for p in points], [100 * p["accuracy"] for p in points], "o-", label=r["name"])
-    axes[0].set_xlabel("training time (min)")
-    axes[1].set_xlabel("training tokens (millions)")
-    axes[0].set_ylabel(f"masked accuracy %, {VALID_WINDOWS} valid windows of {result['long']}")
-    axes[1].legend(fontsize=8)
+        for column, x in enumerate(([p["seconds"] / 60 for p in points], [p["tokens"] / 1e6 for p in points])):
+            axes[0, column].plot(x, [100 * p["accuracy"] for p in points], "o-", label=r["name"])
+            axes[1, column].plot(x, [p["perplexity"] for p in points], "o-", label=r["name"])
+    axes[1, 0].set_xlabel("training time (min)")
+    axes[1, 1].set_xlabel("training tokens (millions)")
+    axes[0, 0].set_ylabel("masked accuracy %")
+    axes[1, 0].set_ylabel("masked perplexity")
+    for column in range(2):
+        axes[0, column].set_title(f"validation: {VALID_WINDOWS} windows of {result['long']}", fontsize=9)
+    axes[0, 1].legend(fontsize=8)
     fig.suptitle(f"Equal wall-clock budget ({result['minutes']} min each), {result['preset']} preset")
     fig.tight_layout()
     fig.savefig(path, dpi=110)

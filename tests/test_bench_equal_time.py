@@ -24,6 +24,19 @@ def test_arms_see_the_same_tokens_per_step():
         bench.arms(1000, 300)
 
 
+def test_verdict_claims_a_lead_only_beyond_twice_the_standard_error():
+    def row(name, accuracy, tokens=10_000):
+        return {"name": name, "evaluation": {"8": {"accuracy": accuracy, "baseline_accuracy": 0.095, "tokens": tokens}}}
+
+    se = bench.standard_error(row("a", 0.1)["evaluation"]["8"])
+    assert se == pytest.approx((0.1 * 0.9 / 10_000) ** 0.5)
+    close = bench.verdict([row("a", 0.100), row("b", 0.101)], "8")
+    assert close.startswith("Windows of 8: best b, +0.10 points over a (is within 2 SE")
+    far = bench.verdict([row("a", 0.100), row("b", 0.130)], "8")
+    assert "+3.00 points over a (exceeds 2 SE" in far and "over the empirical baseline (exceeds" in far
+    assert "over the empirical baseline (is within" in bench.verdict([row("a", 0.096), row("b", 0.090)], "8")
+
+
 @pytest.mark.slow
 def test_equal_cost_runs_end_to_end_and_resumes(tmp_path):
     command = [sys.executable, str(ROOT / "benchmarks" / "context_at_equal_cost.py"), "--preset", "tiny", "--minutes", "0.02",
