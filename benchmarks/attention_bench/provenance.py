@@ -62,6 +62,6 @@ def machine_meta(args: argparse.Namespace, device_name: str) -> dict[str, Any]:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "argv": sys.argv,
         "loadavg_start": os.getloadavg() if hasattr(os, "getloadavg") else None,
-        "malloc": " ".join([os.environ.get("LD_PRELOAD", ""), *(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_"))]).strip()
+        "malloc": " ".join([os.environ.get("LD_PRELOAD", ""), *(f"{k}={v}" for k, v in sorted(os.environ.items()) if k.startswith("MALLOC_") or k == "THP_MEM_ALLOC_ENABLE")]).strip()
         or "default (glibc)",
     }
