@@ -12,7 +12,7 @@ evaluated on the same held-out windows of 8192 and of 1024.
    windows of 8192 tokens of the valid split (every arm, whatever it trains on), with the metric of
    ``protein-performer evaluate`` (every selected position shown as ``<mask>``). Interrupted runs
    resume from their last checkpoint when the script is run again.
-3. *Evaluate*: every test-split window of 8192 and of 1024 tokens.
+3. *Evaluate*: every test-split window of 8192 tokens, and of every halving of it down to 1024.
 
 Writes OUT/results.json; ``--update-docs`` rewrites the ``context-cost`` section of docs/results.md
 and docs/figures/context_at_equal_cost_cpu.png with its JSON beside it.
@@ -42,6 +42,14 @@ def arms(long: int, short: int) -> dict[str, tuple[str, int, int, str]]:
             "favor-short": ("favor", short, long // short, f"Performer (FAVOR+), windows of {short}")}
 
 
+def eval_lengths(long: int, short: int) -> list[int]:
+    """The test windows every arm is evaluated on: ``long``, halved down to ``short``."""
+    lengths = [long]
+    while lengths[-1] // 2 >= short:
+        lengths.append(lengths[-1] // 2)
+    return lengths
+
+
 def configs(arm: tuple, args):
     """The arm's model and training configurations (packed windows, cosine decay)."""
     from protein_performer.model import preset
@@ -62,11 +70,12 @@ def run_arm(out: Path, key: str, steps: int, args) -> dict:
     validation = PackedDataset(args.corpus.select("valid"), args.long, train=False)
     equal_time.train(run, model_config, equal_time.with_steps(train_config, steps), args.corpus, validation=validation)
     cached = run / "evaluation.json"
-    if not cached.exists():
-        evaluation = {str(length): evaluate(run, seq_len=length, batch_size=max(1, 8192 // length), max_sequences=args.eval_windows)
-                      for length in (args.long, args.short)}
+    evaluation = json.loads(cached.read_text()) if cached.exists() else {}
+    missing = [length for length in eval_lengths(args.long, args.short) if str(length) not in evaluation]
+    for length in missing:
+        evaluation[str(length)] = evaluate(run, seq_len=length, batch_size=max(1, args.long // length), max_sequences=args.eval_windows)
+    if missing:
         cached.write_text(json.dumps(evaluation, indent=1) + "\n")
-    evaluation = json.loads(cached.read_text())
     points = equal_time.curve(run)
     _, length, batch, name = arm
     return {"arm": key, "name": name, "steps": steps, "tokens_per_step": length * batch,
@@ -112,6 +121,13 @@ def section(result: dict) -> str:
     masked = " and ".join(f"{baseline[n]['tokens']:,} masked positions in windows of {n}" for n in lengths)
     lines += ["", f"Test split: {masked}.", ""]
     lines += [f"- {verdict(result['rows'], n)}" for n in lengths]
+    every = [str(n) for n in eval_lengths(result["long"], result["short"])]
+    if all(n in r["evaluation"] for r in result["rows"] for n in every) and len(every) > 2:
+        lines += ["", "Masked accuracy % by the length of the test windows (every arm on the same windows):", "",
+                  "| arm | " + " | ".join(every) + " |", "|---|" + "---|" * len(every)]
+        lines += [f"| {r['name']} | " + " | ".join(f"{100 * r['evaluation'][n]['accuracy']:.2f}" for n in every) + " |"
+                  for r in result["rows"]]
+        lines.append("| empirical baseline | " + " | ".join(f"{100 * baseline[n]['baseline_accuracy']:.2f}" for n in every) + " |")
     lines += ["", f"![validation accuracy and perplexity against time and tokens](figures/{FIGURE.name})"]
     return "\n".join(lines)
 

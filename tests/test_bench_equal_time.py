@@ -24,6 +24,11 @@ def test_arms_see_the_same_tokens_per_step():
         bench.arms(1000, 300)
 
 
+def test_every_arm_is_evaluated_at_the_long_windows_halved_down_to_the_short():
+    assert bench.eval_lengths(8192, 1024) == [8192, 4096, 2048, 1024]
+    assert bench.eval_lengths(64, 32) == [64, 32]
+
+
 def test_verdict_claims_a_lead_only_beyond_twice_the_standard_error():
     def row(name, accuracy, tokens=10_000):
         return {"name": name, "evaluation": {"8": {"accuracy": accuracy, "baseline_accuracy": 0.095, "tokens": tokens}}}
