@@ -122,7 +122,7 @@ def section(result: dict) -> str:
     lines += ["", f"Test split: {masked}.", ""]
     lines += [f"- {verdict(result['rows'], n)}" for n in lengths]
     every = [str(n) for n in eval_lengths(result["long"], result["short"])]
-    if all(n in r["evaluation"] for r in result["rows"] for n in every) and len(every) > 2:
+    if len(every) > 2:  # more lengths than the table above shows
         lines += ["", "Masked accuracy % by the length of the test windows (every arm on the same windows):", "",
                   "| arm | " + " | ".join(every) + " |", "|---|" + "---|" * len(every)]
         lines += [f"| {r['name']} | " + " | ".join(f"{100 * r['evaluation'][n]['accuracy']:.2f}" for n in every) + " |"
