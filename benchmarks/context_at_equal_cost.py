@@ -109,14 +109,15 @@ def section(result: dict) -> str:
     lengths = [str(result["long"]), str(result["short"])]
     lines = [f"`{result['preset']}` preset, {result['minutes']} minutes of training steps for each arm, seed {result['seed']}; "
              "accuracy ± its binomial standard error (SE) over the masked positions.", "",
-             "| arm | steps | tokens seen | training time | " + " | ".join(f"accuracy % / perplexity, windows of {n}" for n in lengths) + " |",
-             "|---|---|---|---|" + "---|" * len(lengths)]
+             "| arm | seconds per step (plan) | steps | tokens seen | training time | "
+             + " | ".join(f"accuracy % / perplexity, windows of {n}" for n in lengths) + " |",
+             "|---|---|---|---|---|" + "---|" * len(lengths)]
     baseline = result["rows"][0]["evaluation"]
     for r in result["rows"]:
         cells = [f"{100 * r['evaluation'][n]['accuracy']:.2f} ± {100 * standard_error(r['evaluation'][n]):.2f} / "
                  f"{r['evaluation'][n]['perplexity']:.2f}" for n in lengths]
-        lines.append(f"| {r['name']} | {r['steps']:,} | {r['tokens'] / 1e6:.2f}M | {r['train_seconds'] / 60:.1f} min | " + " | ".join(cells) + " |")
-    lines.append("| empirical baseline | | | | " + " | ".join(
+        lines.append(f"| {r['name']} | {result['plan'][r['arm']]['seconds_per_step']:.2f} | {r['steps']:,} | {r['tokens'] / 1e6:.2f}M | {r['train_seconds'] / 60:.1f} min | " + " | ".join(cells) + " |")
+    lines.append("| empirical baseline | | | | | " + " | ".join(
         f"{100 * baseline[n]['baseline_accuracy']:.2f} / {baseline[n]['baseline_perplexity']:.2f}" for n in lengths) + " |")
     masked = " and ".join(f"{baseline[n]['tokens']:,} masked positions in windows of {n}" for n in lengths)
     lines += ["", f"Test split: {masked}.", ""]
