@@ -28,6 +28,15 @@ FEATURE_PRECISIONS = {"float32": None, "bf16": torch.bfloat16}
 # Where causal sums run: "torch" (the chunked PyTorch code), "fla" (flash-linear-attention's Triton
 # kernels, ``pip install 'protein-performer[gpu]'``), "auto" (fla on CUDA when installed, else torch).
 BACKENDS = ("auto", "torch", "fla")
+# glibc's largest threshold for serving an allocation from the heap (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit):
+# a larger tensor is mapped afresh, and page-faulted in, every time.
+RECOMPUTE_BYTES = 32 * 2**20
+
+
+def _recompute(q: Tensor, projection: Tensor) -> bool:
+    """The default of ``favor_attention(recompute=None)``."""
+    b, h, length, _ = q.shape
+    return q.is_cuda or b * h * length * projection.shape[-2] * 4 >= RECOMPUTE_BYTES
 
 
 def _check(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> None:
@@ -64,8 +73,10 @@ def favor_attention(
     ``precision`` (:data:`FEATURE_PRECISIONS`) is the dtype of the feature products, ``backend``
     (:data:`BACKENDS`) where causal sums run; bidirectional attention is two products and always torch.
     ``recompute``: backward recomputes the softmax kernel's features instead of keeping them (2·M numbers
-    per token and head); None: on CUDA yes, on the CPU no (there fresh large allocations cost more than
-    the memory). Causal outputs never depend on later keys: see ``linear.py``.
+    per token and head), and on the CPU both passes run in cache-sized blocks of positions; None: on CUDA
+    yes, on the CPU where one ``[B, H, L, M]`` feature tensor would take ``RECOMPUTE_BYTES`` or more
+    (glibc's malloc maps fresh pages in for every allocation that large: faulting them in costs more
+    than recomputing). Causal outputs never depend on later keys: see ``linear.py``.
     """
     features = feature_map(kernel)
     _check(q, k, v, key_padding_mask)
@@ -84,7 +95,7 @@ def favor_attention(
             v = v.masked_fill(key_padding_mask[:, None, :, None], 0.0)
         out = features.attention(q, k, v, projection, key_padding_mask=key_padding_mask, causal=causal, chunk=chunk_size,
                                  product_dtype=FEATURE_PRECISIONS[precision], fla=fla,
-                                 recompute=q.is_cuda if recompute is None else recompute)
+                                 recompute=_recompute(q, projection) if recompute is None else recompute)
     return out.to(out_dtype)
 
 

@@ -34,11 +34,25 @@ def key_stabilizer(logits: Tensor, causal: bool) -> Tensor:
     if not causal:
         stab = logits.detach().amax(dim=(-2, -1), keepdim=True)
         return stab.masked_fill(~torch.isfinite(stab), 0.0)
-    running = torch.cummax(logits.detach().amax(dim=-1), dim=-1).values  # [..., L]
+    return fill_unset(running_key_max(logits))[..., None]
+
+
+def running_key_max(logits: Tensor, seen: Tensor | None = None) -> Tensor:
+    """``[..., L]``: the maximum of ``logits`` ``[..., L, M]`` over real keys ``j ≤ t`` and ``seen``
+    ``[...]`` (the maximum over the keys before these, for a sequence processed in blocks; None: no keys
+    before), −inf before the first real key."""
+    running = logits.detach().amax(dim=-1)
+    if seen is not None:
+        running[..., 0] = torch.maximum(running[..., 0], seen)
+    return torch.cummax(running, dim=-1).values
+
+
+def fill_unset(running: Tensor) -> Tensor:
+    """A running maximum ``[..., L]`` with its −inf head replaced by its first finite value (0 if none)."""
     unset = torch.isinf(running)  # only before the first real key
     first = running.masked_fill(unset, math.inf).amin(dim=-1, keepdim=True)
     first = first.masked_fill(torch.isinf(first), 0.0)
-    return torch.where(unset, first, running)[..., None]
+    return torch.where(unset, first, running)
 
 
 def gate_matrix(log_scale: Tensor, reverse: bool) -> Tensor:
@@ -127,17 +141,22 @@ class CausalParts(NamedTuple):
     values are this one's values and keys (in that order), with the same gate and direction, has
     ``carried`` transposed; one whose queries and keys are swapped, with the gate and direction
     reversed, has ``scores`` transposed: the four products of a causal forward and backward pass share
-    two of each."""
+    two of each. ``total`` ``[..., Mk, Dv]`` (in the gate's dtype; None where ``carried`` was given):
+    the whole sum at the gate of the last position (the first when reversed), what the next block of a
+    sequence processed in blocks takes as ``initial``."""
 
     carried: Tensor
     scores: Tensor
+    total: Tensor | None = None
 
 
 def causal_parts(q: Tensor, k: Tensor, v: Tensor, *, log_scale: Tensor | None = None, chunk: int = DEFAULT_CHUNK,
                  reverse: bool = False, gates: Tensor | None = None, carried: Tensor | None = None,
-                 scores: Tensor | None = None) -> tuple[Tensor, CausalParts]:
+                 scores: Tensor | None = None, initial: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, CausalParts]:
     """:func:`causal_product` and its :class:`CausalParts`; ``carried`` and ``scores``, if given, are
-    used instead of being computed (then k, or q and k, only give shapes)."""
+    used instead of being computed (then k, or q and k, only give shapes; a given ``carried`` already
+    holds ``initial``). ``initial``: ``(state [..., Mk, Dv], log scale [...])``, the sum over the
+    positions before these (after them when reversed) at its gate: a sequence processed in blocks."""
     length, dim = q.shape[-2], v.shape[-1]
     c = min(chunk, length)
     n = -(-length // c)
@@ -146,7 +165,9 @@ def causal_parts(q: Tensor, k: Tensor, v: Tensor, *, log_scale: Tensor | None = 
         log_scale = q.new_zeros(q.shape[:-1], dtype=torch.promote_types(q.dtype, torch.float32))
     gc = _pad_to(log_scale, n * c, -1, edge=True).unflatten(-1, (n, c))  # [..., N, C]
     end = 0 if reverse else c - 1
+    first = -1 if reverse else 0  # the chunk the sum starts in
     ends = gc[..., end]  # [..., N]
+    total = None
     if carried is None:
         # Each chunk's state Σ_j k_j v_jᵀ e^{g_j − g_end}, at the gate of the chunk's last position (first
         # when reversed), then summed over the chunks before it (after it when reversed). Products run in
@@ -156,8 +177,14 @@ def causal_parts(q: Tensor, k: Tensor, v: Tensor, *, log_scale: Tensor | None = 
             states = torch.matmul((kc * scale).to(k.dtype).transpose(-1, -2), vc)
         else:
             states = torch.matmul(kc.transpose(-1, -2), (vc * scale).to(v.dtype))
-        carried = gated_prefix(states.to(gc.dtype).flatten(-2), ends, reverse=reverse).to(q.dtype).reshape(-1, *states.shape[-2:])
+        prefix = gated_prefix(states.to(gc.dtype).flatten(-2), ends, reverse=reverse).unflatten(-1, states.shape[-2:])
         del states
+        if initial is not None:
+            state, scale0 = initial
+            prefix.add_(state[..., None, :, :] * torch.exp((scale0[..., None] - ends).clamp_(max=0.0))[..., None, None])
+        total = prefix[..., -1 - first, :, :].clone()
+        carried = prefix.to(q.dtype).reshape(-1, *prefix.shape[-2:])
+        del prefix
     # Across chunks: chunk n's queries read the state carried to the chunk before it (after it), scaled
     # from that chunk's gate to each query's own.
     out = q.new_empty((*qc.shape[:-1], dim))  # [..., N, C, D]
@@ -165,7 +192,11 @@ def causal_parts(q: Tensor, k: Tensor, v: Tensor, *, log_scale: Tensor | None = 
     src, dst = _shifted(flat_out.shape[0], reverse)
     torch.bmm(qc.reshape(-1, c, qc.shape[-1])[dst], carried[src], out=flat_out[dst])
     flat_out[dst].mul_(_carry_weights(ends, gc, reverse)[..., None])
-    flat_out[-1 if reverse else 0].zero_()  # the one chunk nothing was carried into
+    flat_out[first].zero_()  # the one chunk nothing was carried into
+    if initial is not None:  # the chunks a sum starts in read the initial state
+        state, scale0 = initial
+        read = torch.matmul(qc[..., first, :, :], state.to(q.dtype))  # [..., C, D]
+        out[..., first, :, :].add_(read.mul_(torch.exp((scale0[..., None] - gc[..., first, :]).clamp_(max=0.0))[..., None]))
     # Within chunks: the masked, gated C×C product, added in place.
     if scores is None:
         if gates is None:
@@ -174,7 +205,7 @@ def causal_parts(q: Tensor, k: Tensor, v: Tensor, *, log_scale: Tensor | None = 
             gates = gates.transpose(-1, -2)
         scores = torch.matmul(qc, kc.transpose(-1, -2)).mul_(gates)  # [..., N, C, C]
     flat_out.baddbmm_(scores.reshape(-1, c, c), vc.reshape(-1, c, dim))
-    return out.flatten(-3, -2)[..., :length, :], CausalParts(carried, scores)
+    return out.flatten(-3, -2)[..., :length, :], CausalParts(carried, scores, total)
 
 
 def causal_product(q: Tensor, k: Tensor, v: Tensor, *, log_scale: Tensor | None = None, chunk: int = DEFAULT_CHUNK,
@@ -201,24 +232,36 @@ def normalize(u: Tensor) -> tuple[Tensor, Tensor]:
 
 
 def causal_backward(qf: Tensor, kf: Tensor, ve: Tensor, gu: Tensor, log_scale: Tensor | None, chunk: int,
-                    forward: CausalParts | None = None) -> tuple[Tensor, Tensor, Tensor]:
+                    forward: CausalParts | None = None, *, before: tuple[Tensor, Tensor] | None = None,
+                    after: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Gradients ``(dqf, dkf, dve)`` of ``u = causal_product(qf, kf, ve)`` given ``gu = dL/du``, from three
     chunked products that share their parts with each other and with the forward pass's (``forward``,
     if kept): the gradient of the queries reads the forward's states transposed, that of the values its
     scores transposed, and the keys' reuses the other two's. With gate g:
     ``dqf_t = Σ_{j ≤ t} (gu_t·ve_j) e^{g_j − g_t} kf_j``; keys and values sum the other way with log
-    scale −g (non-decreasing backwards). The gate is a constant of the ratio: no gradient."""
+    scale −g (non-decreasing backwards). The gate is a constant of the ratio: no gradient.
+
+    For a sequence processed in blocks (backwards, last block first): ``before`` is the forward's
+    ``(Σ kf veᵀ, g)`` over the positions before these, ``after`` ``(Σ qf guᵀ, g)`` over those after
+    them, each at its own gate; the fourth result is ``after`` for the block before this one (the sum
+    at the gate of the first position here; None without a gate)."""
     back = None if log_scale is None else -log_scale
     carried = scores = gates = None
     if forward is not None and forward.carried is not None:
         carried, scores = forward.carried.transpose(-1, -2), forward.scores.transpose(-1, -2)
     if log_scale is not None:
         gates = chunk_gates(log_scale, chunk)  # computed once, shared by the products that need them
-    grad_q, q_parts = causal_parts(gu, ve, kf, log_scale=log_scale, chunk=chunk, gates=gates, carried=carried)
-    grad_ve, ve_parts = causal_parts(kf, qf, gu, log_scale=back, chunk=chunk, reverse=True, gates=gates, scores=scores)
+    initial_q = None if before is None else (before[0].transpose(-1, -2), before[1])
+    initial_k = None if after is None else (after[0], -after[1])
+    grad_q, q_parts = causal_parts(gu, ve, kf, log_scale=log_scale, chunk=chunk, gates=gates, carried=carried,
+                                   initial=initial_q)
+    grad_ve, ve_parts = causal_parts(kf, qf, gu, log_scale=back, chunk=chunk, reverse=True, gates=gates, scores=scores,
+                                     initial=initial_k)
     grad_k, _ = causal_parts(ve, gu, qf, log_scale=back, chunk=chunk, reverse=True, gates=gates,
-                             carried=ve_parts.carried.transpose(-1, -2), scores=q_parts.scores.transpose(-1, -2))
-    return grad_q, grad_k, grad_ve
+                             carried=ve_parts.carried.transpose(-1, -2), scores=q_parts.scores.transpose(-1, -2),
+                             initial=None if after is None else (after[0].transpose(-1, -2), -after[1]))
+    before_this = None if log_scale is None else (ve_parts.total, log_scale[..., 0])
+    return grad_q, grad_k, grad_ve, before_this
 
 
 class _LinearAttention(torch.autograd.Function):
@@ -244,7 +287,7 @@ class _LinearAttention(torch.autograd.Function):
         # dL/dU for U = [num, den]: num-part g/den, den-part −Σ_d g·out / den.
         gu = torch.cat([grad_out, -(grad_out * out).sum(-1, keepdim=True)], dim=-1).div_(den).to(qf.dtype)
         if ctx.causal:
-            grad_q, grad_k, grad_ve = causal_backward(qf, kf, ve, gu, log_scale, ctx.chunk, CausalParts(*parts))
+            grad_q, grad_k, grad_ve, _ = causal_backward(qf, kf, ve, gu, log_scale, ctx.chunk, CausalParts(*parts))
         else:
             state = torch.matmul(kf.transpose(-1, -2), ve)  # [B, H, M, D+1]
             grad_q = torch.matmul(gu, state.transpose(-1, -2))
