@@ -6,6 +6,8 @@ them on free, so every step pays minor page faults for memory it just had: measu
 (causal, fwd+bwd) 1.60 s with glibc's defaults against 0.98 s with freed memory kept for reuse
 (docs/benchmarks.md). ``retain_freed_memory`` tells glibc to keep it: allocations come from the heap
 and freed memory stays in the process (its resident size does not shrink back until exit).
+FAVOR asks :func:`freed_memory_retained` to choose how it runs: where fresh memory is faulted in, it
+recomputes its features in cache-sized blocks instead of allocating them whole.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import sys
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 OPT_OUT = "PROTEIN_PERFORMER_KEEP_MALLOC"
+_retained = False
 
 
 def retain_freed_memory() -> bool:
@@ -31,6 +34,16 @@ def retain_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    global _retained
     ok_mmap = mallopt(_M_MMAP_MAX, 0)  # never serve allocations with mmap
     ok_trim = mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)  # never give the heap top back
+    _retained = _retained or bool(ok_mmap and ok_trim)
     return bool(ok_mmap and ok_trim)
+
+
+def freed_memory_retained() -> bool:
+    """Whether large allocations in this process reuse freed memory: :func:`retain_freed_memory` applied,
+    or glibc told so at start-up (``MALLOC_MMAP_MAX_=0``, or ``glibc.malloc.mmap_max=0`` in
+    ``GLIBC_TUNABLES``)."""
+    tunables = os.environ.get("GLIBC_TUNABLES", "").replace(":", " ").split()
+    return _retained or os.environ.get("MALLOC_MMAP_MAX_") == "0" or "glibc.malloc.mmap_max=0" in tunables

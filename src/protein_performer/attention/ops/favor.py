@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
+from ...memory import freed_memory_retained
 from ..feature_maps import feature_map
 from .fla import FLA_INSTALLED, fla_available
 from .linear import DEFAULT_CHUNK
@@ -35,8 +36,10 @@ RECOMPUTE_BYTES = 32 * 2**20
 
 def _recompute(q: Tensor, projection: Tensor) -> bool:
     """The default of ``favor_attention(recompute=None)``."""
+    if q.is_cuda:
+        return True
     b, h, length, _ = q.shape
-    return q.is_cuda or b * h * length * projection.shape[-2] * 4 >= RECOMPUTE_BYTES
+    return b * h * length * projection.shape[-2] * 4 >= RECOMPUTE_BYTES and not freed_memory_retained()
 
 
 def _check(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> None:
@@ -74,9 +77,10 @@ def favor_attention(
     (:data:`BACKENDS`) where causal sums run; bidirectional attention is two products and always torch.
     ``recompute``: backward recomputes the softmax kernel's features instead of keeping them (2·M numbers
     per token and head), and on the CPU both passes run in cache-sized blocks of positions; None: on CUDA
-    yes, on the CPU where one ``[B, H, L, M]`` feature tensor would take ``RECOMPUTE_BYTES`` or more
-    (glibc's malloc maps fresh pages in for every allocation that large: faulting them in costs more
-    than recomputing). Causal outputs never depend on later keys: see ``linear.py``.
+    yes; on the CPU where one ``[B, H, L, M]`` feature tensor would take ``RECOMPUTE_BYTES`` or more and
+    the process does not retain freed memory (``protein_performer.memory``): glibc's malloc then maps
+    fresh pages in for every allocation that large, and faulting them in costs more than recomputing.
+    Causal outputs never depend on later keys: see ``linear.py``.
     """
     features = feature_map(kernel)
     _check(q, k, v, key_padding_mask)
