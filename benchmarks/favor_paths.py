@@ -21,7 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,7 +90,7 @@ def measure(args: argparse.Namespace) -> dict:
                 rows.append(row)
     import torch
 
-    return {"started": datetime.now(timezone.utc).isoformat(timespec="seconds"), "machine": platform.processor() or platform.machine(),
+    return {"started": datetime.now(UTC).isoformat(timespec="seconds"), "machine": platform.processor() or platform.machine(),
             "cpus": os.cpu_count(), "torch": torch.__version__, "threads": args.threads, "repeats": args.repeats,
             "retained_env": " ".join(f"{k}={v}" for k, v in RETAINED.items()), "rows": rows}
 
