@@ -17,6 +17,7 @@ gate) and recomputes nothing quadratic, so memory is linear in L in both directi
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -233,7 +234,8 @@ def normalize(u: Tensor) -> tuple[Tensor, Tensor]:
 
 def causal_backward(qf: Tensor, kf: Tensor, ve: Tensor, gu: Tensor, log_scale: Tensor | None, chunk: int,
                     forward: CausalParts | None = None, *, before: tuple[Tensor, Tensor] | None = None,
-                    after: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+                    after: tuple[Tensor, Tensor] | None = None,
+                    finish_q: Callable[[Tensor], Tensor] | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
     """Gradients ``(dqf, dkf, dve)`` of ``u = causal_product(qf, kf, ve)`` given ``gu = dL/du``, from three
     chunked products that share their parts with each other and with the forward pass's (``forward``,
     if kept): the gradient of the queries reads the forward's states transposed, that of the values its
@@ -244,7 +246,8 @@ def causal_backward(qf: Tensor, kf: Tensor, ve: Tensor, gu: Tensor, log_scale: T
     For a sequence processed in blocks (backwards, last block first): ``before`` is the forward's
     ``(Σ kf veᵀ, g)`` over the positions before these, ``after`` ``(Σ qf guᵀ, g)`` over those after
     them, each at its own gate; the fourth result is ``after`` for the block before this one (the sum
-    at the gate of the first position here; None without a gate)."""
+    at the gate of the first position here; None without a gate). ``finish_q`` is applied to ``dqf`` as
+    soon as it is computed, so that a caller's smaller result replaces it before the other products run."""
     back = None if log_scale is None else -log_scale
     carried = scores = gates = None
     if forward is not None and forward.carried is not None:
@@ -255,6 +258,10 @@ def causal_backward(qf: Tensor, kf: Tensor, ve: Tensor, gu: Tensor, log_scale: T
     initial_k = None if after is None else (after[0], -after[1])
     grad_q, q_parts = causal_parts(gu, ve, kf, log_scale=log_scale, chunk=chunk, gates=gates, carried=carried,
                                    initial=initial_q)
+    if finish_q is not None:
+        grad_q = finish_q(grad_q)
+    if scores is not None:
+        gates = None  # the other two products have their scores: freed before they run
     grad_ve, ve_parts = causal_parts(kf, qf, gu, log_scale=back, chunk=chunk, reverse=True, gates=gates, scores=scores,
                                      initial=initial_k)
     grad_k, _ = causal_parts(ve, gu, qf, log_scale=back, chunk=chunk, reverse=True, gates=gates,
