@@ -11,6 +11,23 @@ def qkv(b=2, h=3, length=33, d=8, *, norm=None, dtype=torch.float64, seed=0):
     return q, k, v
 
 
+def dominant_late_key():
+    """d = 64, M = 256, L = 256, float32: keys of mixed norms (the first four large, so their exponents
+    are very negative) and a last key aligned with the longest projection row, whose exponent exceeds
+    theirs by far more than float32's range: a stabilizer that sees it underflows the first outputs."""
+    from protein_performer.attention import draw_projection
+
+    g = torch.Generator().manual_seed(0)
+    d, m, length = 64, 256, 256
+    w = draw_projection(m, d, generator=torch.Generator().manual_seed(1))
+    q, v = torch.randn(1, 2, length, d, generator=g), torch.randn(1, 2, length, d, generator=g)
+    k = torch.randn(1, 2, length, d, generator=g) * torch.linspace(0.5, 2, length)[:, None]
+    k[..., :4, :] *= 25
+    late = k.clone()
+    late[..., -1, :] = w[w.norm(dim=-1).argmax()] * d**0.25
+    return q, k, late, v, w
+
+
 def corpus_head(path, count: int):
     """The first ``count`` proteins of the embedded corpus written to ``path`` as FASTA (a small,
     real training set for end-to-end tests)."""

@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import qkv
+from conftest import dominant_late_key, qkv
 
 from protein_performer.attention import draw_projection, favor_attention
 from protein_performer.attention.ops import favor as favor_module
@@ -86,14 +86,7 @@ def test_blocks_equal_the_features_kept_in_float32(small_blocks, causal):
 def test_a_dominant_key_in_a_later_block_changes_no_earlier_output_or_gradient(small_blocks):
     """The setting of test_attention_causal (d = 64, M = 256, L = 256): a last key whose exponent exceeds
     the first keys' by far more than float32's range, here 15 blocks after them."""
-    g = torch.Generator().manual_seed(0)
-    d, m, length = 64, 256, 256
-    w = draw_projection(m, d, generator=torch.Generator().manual_seed(1))
-    q, v = torch.randn(1, 2, length, d, generator=g), torch.randn(1, 2, length, d, generator=g)
-    k = torch.randn(1, 2, length, d, generator=g) * torch.linspace(0.5, 2, length)[:, None]
-    k[..., :4, :] *= 25
-    late = k.clone()
-    late[..., -1, :] = w[w.norm(dim=-1).argmax()] * d**0.25
+    q, k, late, v, w = dominant_late_key()
 
     def run(k):
         inputs = [t.clone().requires_grad_() for t in (q, k, v)]

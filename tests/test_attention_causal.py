@@ -5,34 +5,19 @@ import math
 
 import pytest
 import torch
-from conftest import qkv
+from conftest import dominant_late_key, qkv
 
-from protein_performer.attention import draw_projection, favor_attention, feature_map, random_features
+from protein_performer.attention import favor_attention, feature_map, random_features
 from protein_performer.attention.ops.linear import causal_backward, causal_parts, causal_product, gated_prefix, key_stabilizer
 from protein_performer.attention.ops.naive import favor_attention_naive
 
 POSITIVE = ("softmax", "softmax_hyperbolic")
 
 
-def _dominant_late_key(kernel: str):
-    """d = 64, M = 256, L = 256, float32: keys of mixed norms (the first four large, so their exponents
-    are very negative) and a last key aligned with the longest projection row, whose exponent exceeds
-    theirs by far more than float32's range: a stabilizer that sees it underflows the first outputs."""
-    g = torch.Generator().manual_seed(0)
-    d, m, length = 64, 256, 256
-    w = draw_projection(m, d, generator=torch.Generator().manual_seed(1))
-    q, v = torch.randn(1, 2, length, d, generator=g), torch.randn(1, 2, length, d, generator=g)
-    k = torch.randn(1, 2, length, d, generator=g) * torch.linspace(0.5, 2, length)[:, None]
-    k[..., :4, :] *= 25
-    late = k.clone()
-    late[..., -1, :] = w[w.norm(dim=-1).argmax()] * d**0.25
-    return q, k, late, v, w
-
-
 @pytest.mark.parametrize("kernel", ["softmax", "softmax_hyperbolic", "softmax_trig"])
 @pytest.mark.parametrize("chunk", [64, 100])
 def test_a_dominant_late_key_changes_no_earlier_output(kernel, chunk):
-    q, k, late, v, w = _dominant_late_key(kernel)
+    q, k, late, v, w = dominant_late_key()
     before = favor_attention(q, k, v, w, kernel=kernel, causal=True, chunk_size=chunk)
     after = favor_attention(q, late, v, w, kernel=kernel, causal=True, chunk_size=chunk)
     torch.testing.assert_close(after[..., :-1, :], before[..., :-1, :], rtol=1e-6, atol=1e-6)
@@ -45,7 +30,7 @@ def test_a_dominant_late_key_changes_no_earlier_output(kernel, chunk):
 
 @pytest.mark.parametrize("kernel", POSITIVE)
 def test_a_dominant_late_key_changes_no_earlier_gradient(kernel):
-    q, k, late, v, w = _dominant_late_key(kernel)
+    q, k, late, v, w = dominant_late_key()
     weights = torch.randn(*q.shape[:-2], q.shape[-2] - 1, q.shape[-1], generator=torch.Generator().manual_seed(2))
 
     def grads(q, k, v, w, fast):
@@ -67,7 +52,7 @@ def test_a_dominant_late_key_changes_no_earlier_gradient(kernel):
 def test_the_old_per_sequence_stabilizer_would_have_failed_this_setting():
     """The setting above is a real test: with one key constant per (batch, head), as bidirectional
     attention uses, the first outputs' keys underflow to zero."""
-    _, _, late, _, w = _dominant_late_key("softmax")
+    _, _, late, _, w = dominant_late_key()
     kf, _ = feature_map("softmax").key_features(late, w)  # the bidirectional (whole-sequence) constant
     assert kf[..., :4, :].abs().max() == 0
     kf, _ = feature_map("softmax").key_features(late, w, causal=True)

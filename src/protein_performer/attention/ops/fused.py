@@ -107,7 +107,7 @@ class _FavorKept(torch.autograd.Function):
         # Each feature gradient is a fresh product times the features (through exp: dp = dφ ⊙ φ).
         if ctx.causal:
             grad_q, grad_kp, grad_ve, _ = causal_backward(qf_, kf_, ve_, gu_, log_scale, ctx.chunk, CausalParts(*parts),
-                                                          finish_q=lambda g: torch.matmul(g.to(work).mul_(qf), w))
+                                                          finish_q=lambda g, qf=qf: torch.matmul(g.to(work).mul_(qf), w))
             grad_kp = grad_kp.to(work).mul_(kf)
         else:
             grad_state = torch.matmul(qf_.transpose(-1, -2), gu_)  # [B, H, M, D+1]
