@@ -151,6 +151,25 @@ class CausalParts(NamedTuple):
     total: Tensor | None = None
 
 
+def _chunk_prefix(kc: Tensor, vc: Tensor, gc: Tensor, ends: Tensor, reverse: bool,
+                  initial: tuple[Tensor, Tensor] | None) -> Tensor:
+    """``[..., N, Mk, Dv]``: each chunk's state Σ_j k_j v_jᵀ e^{g_j − g_end}, at the gate ``ends`` of
+    the chunk's last position (first when reversed), summed over the chunks up to it (from it when
+    reversed), with the ``initial`` state carried in. Products run in the inputs' dtype (bf16 under
+    that precision policy), the result in the gate's."""
+    scale = torch.exp(gc - ends[..., None])[..., None]  # applied to the narrower of k and v
+    if kc.shape[-1] <= vc.shape[-1]:
+        states = torch.matmul((kc * scale).to(kc.dtype).transpose(-1, -2), vc)
+    else:
+        states = torch.matmul(kc.transpose(-1, -2), (vc * scale).to(vc.dtype))
+    prefix = gated_prefix(states.to(gc.dtype).flatten(-2), ends, reverse=reverse).unflatten(-1, states.shape[-2:])
+    del states
+    if initial is not None:
+        state, scale0 = initial
+        prefix.add_(state[..., None, :, :] * torch.exp((scale0[..., None] - ends).clamp_(max=0.0))[..., None, None])
+    return prefix
+
+
 def causal_parts(q: Tensor, k: Tensor, v: Tensor, *, log_scale: Tensor | None = None, chunk: int = DEFAULT_CHUNK,
                  reverse: bool = False, gates: Tensor | None = None, carried: Tensor | None = None,
                  scores: Tensor | None = None, initial: tuple[Tensor, Tensor] | None = None) -> tuple[Tensor, CausalParts]:
@@ -170,19 +189,7 @@ def causal_parts(q: Tensor, k: Tensor, v: Tensor, *, log_scale: Tensor | None = 
     ends = gc[..., end]  # [..., N]
     total = None
     if carried is None:
-        # Each chunk's state Σ_j k_j v_jᵀ e^{g_j − g_end}, at the gate of the chunk's last position (first
-        # when reversed), then summed over the chunks before it (after it when reversed). Products run in
-        # the inputs' dtype (bf16 under that precision policy), sums across chunks in the gate's.
-        scale = torch.exp(gc - ends[..., None])[..., None]  # applied to the narrower of k and v
-        if k.shape[-1] <= dim:
-            states = torch.matmul((kc * scale).to(k.dtype).transpose(-1, -2), vc)
-        else:
-            states = torch.matmul(kc.transpose(-1, -2), (vc * scale).to(v.dtype))
-        prefix = gated_prefix(states.to(gc.dtype).flatten(-2), ends, reverse=reverse).unflatten(-1, states.shape[-2:])
-        del states
-        if initial is not None:
-            state, scale0 = initial
-            prefix.add_(state[..., None, :, :] * torch.exp((scale0[..., None] - ends).clamp_(max=0.0))[..., None, None])
+        prefix = _chunk_prefix(kc, vc, gc, ends, reverse, initial)
         total = prefix[..., -1 - first, :, :].clone()
         carried = prefix.to(q.dtype).reshape(-1, *prefix.shape[-2:])
         del prefix
