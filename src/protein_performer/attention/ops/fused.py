@@ -217,15 +217,14 @@ class _FavorBlocked(torch.autograd.Function):
 
 
 def favor_positive(q: Tensor, k: Tensor, v: Tensor, projection: Tensor, *, key_padding_mask: Tensor | None,
-                   causal: bool, chunk: int, product_dtype: torch.dtype | None = None, recompute: bool = True,
-                   rows: int | None = None) -> Tensor:
+                   causal: bool, chunk: int, product_dtype: torch.dtype | None = None, recompute: bool = True) -> Tensor:
     """Normalized FAVOR+ attention ``[B, H, L, D]`` for the positive softmax kernel, computed in float32
     (float64 for float64 inputs) whatever the inputs' dtype, the result in that working dtype; the
     feature products in ``product_dtype`` (None: the working dtype); ``recompute``: backward recomputes
     the features instead of keeping them (2·M numbers per token and head), and both passes run in
-    blocks of ``rows`` positions (None: :func:`block_rows`)."""
+    blocks of :func:`block_rows` positions."""
     pad = None if key_padding_mask is None else key_padding_mask[:, None, :, None]
     if recompute:
-        rows = rows or block_rows(q, projection.shape[-2], chunk)
+        rows = block_rows(q, projection.shape[-2], chunk)
         return _FavorBlocked.apply(q, k, v, projection, pad, causal, chunk, product_dtype, rows)
     return _FavorKept.apply(q, k, v, projection, pad, causal, chunk, product_dtype)
