@@ -20,7 +20,9 @@ import sys
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 OPT_OUT = "PROTEIN_PERFORMER_KEEP_MALLOC"
-_retained = False
+# glibc reads its malloc settings from the environment once, at start-up: so do we, at import.
+_TUNABLES = os.environ.get("GLIBC_TUNABLES", "").replace(":", " ").split()
+_retained = os.environ.get("MALLOC_MMAP_MAX_") == "0" or "glibc.malloc.mmap_max=0" in _TUNABLES
 
 
 def retain_freed_memory() -> bool:
@@ -37,13 +39,13 @@ def retain_freed_memory() -> bool:
     global _retained
     ok_mmap = mallopt(_M_MMAP_MAX, 0)  # never serve allocations with mmap
     ok_trim = mallopt(_M_TRIM_THRESHOLD, 2**31 - 1)  # never give the heap top back
-    _retained = _retained or bool(ok_mmap and ok_trim)
-    return bool(ok_mmap and ok_trim)
+    applied = bool(ok_mmap and ok_trim)
+    _retained = _retained or applied
+    return applied
 
 
 def freed_memory_retained() -> bool:
     """Whether large allocations in this process reuse freed memory: :func:`retain_freed_memory` applied,
     or glibc told so at start-up (``MALLOC_MMAP_MAX_=0``, or ``glibc.malloc.mmap_max=0`` in
     ``GLIBC_TUNABLES``)."""
-    tunables = os.environ.get("GLIBC_TUNABLES", "").replace(":", " ").split()
-    return _retained or os.environ.get("MALLOC_MMAP_MAX_") == "0" or "glibc.malloc.mmap_max=0" in tunables
+    return _retained
