@@ -138,6 +138,7 @@ class _FavorBlocked(torch.autograd.Function):
         blocks = [slice(s, min(s + rows, length)) for s in range(0, length, rows)]
         pads = [None if pad is None else pad[:, :, sl] for sl in blocks]
         out, den = q.new_empty(b, h, length, dim), q.new_empty(b, h, length, 1)
+        shared: list[Tensor] = []  # causal, on the CPU: each block's chunk states and scores, for its backward
         if causal:
             seen, initial, log_scale, entering = q.new_full((b, h), -math.inf), None, q.new_empty(b, h, length), []
             for sl, p in zip(blocks, pads):
@@ -151,6 +152,8 @@ class _FavorBlocked(torch.autograd.Function):
                                         initial=initial)
                 if initial is not None:
                     entering.append(initial[0])
+                if q.device.type == "cpu":
+                    shared += [parts.carried, parts.scores]
                 initial = (parts.total, g[..., -1])
                 out[:, :, sl], den[:, :, sl] = normalize(u.to(work))
             kept = (log_scale, torch.stack(entering) if entering else None)
@@ -169,13 +172,14 @@ class _FavorBlocked(torch.autograd.Function):
                 u = torch.matmul(_query_features(q[:, :, sl], wt).to(low), product_state)
                 out[:, :, sl], den[:, :, sl] = normalize(u.to(work))
             kept = (stab, state)
-        ctx.save_for_backward(q_in, k_in, v_in, w, pad, out.to(q_in.dtype), den, *kept)
+        ctx.save_for_backward(q_in, k_in, v_in, w, pad, out.to(q_in.dtype), den, *kept, *shared)
         ctx.causal, ctx.chunk, ctx.product_dtype, ctx.blocks = causal, chunk, low, blocks
         return out
 
     @staticmethod
     def backward(ctx, grad_out: Tensor):
         q_in, k_in, v_in, w, pad, out, den, *kept = ctx.saved_tensors
+        kept, shared = kept[:2], kept[2:]
         low, work, blocks = ctx.product_dtype, w.dtype, ctx.blocks
         q, k, v, out, grad_out = q_in.to(work), k_in.to(work), v_in.to(work), out.to(work), grad_out.to(work)
         wt = w.transpose(-1, -2)
@@ -193,8 +197,9 @@ class _FavorBlocked(torch.autograd.Function):
                 qf = _query_features(q[:, :, sl], wt)
                 kf = _key_logits(k[:, :, sl], wt, p).sub_(g[..., None]).exp_()
                 before = None if i == 0 else (entering[i - 1], log_scale[:, :, sl.start - 1])
+                forward = CausalParts(*shared[2 * i:2 * i + 2]) if shared else None
                 dq, dk, dve, after = causal_backward(qf.to(low), kf.to(low), with_ones(v[:, :, sl]).to(low), gu_of(sl).to(low),
-                                                     g, ctx.chunk, before=before, after=after)
+                                                     g, ctx.chunk, forward, before=before, after=after)
                 grad_q[:, :, sl] = torch.matmul(dq.to(work).mul_(qf), w)
                 grad_k[:, :, sl] = _key_grad(k[:, :, sl], dk.to(work).mul_(kf), w)
                 grad_v[:, :, sl] = dve[..., :-1]
