@@ -163,12 +163,12 @@ def _chunk_prefix(kc: Tensor, vc: Tensor, gc: Tensor, ends: Tensor, reverse: boo
         states = torch.matmul((kc * scale).to(kc.dtype).transpose(-1, -2), vc)
     else:
         states = torch.matmul(kc.transpose(-1, -2), (vc * scale).to(vc.dtype))
-    prefix = gated_prefix(states.to(gc.dtype).flatten(-2), ends, reverse=reverse).unflatten(-1, states.shape[-2:])
-    del states
-    if initial is not None:
+    states = states.to(gc.dtype)
+    if initial is not None:  # enters with the first chunk's own state, and the scan carries it on from there
         state, scale0 = initial
-        prefix.add_(state[..., None, :, :] * torch.exp((scale0[..., None] - ends).clamp_(max=0.0))[..., None, None])
-    return prefix
+        start = -1 if reverse else 0
+        states[..., start, :, :].add_(state * torch.exp((scale0 - ends[..., start]).clamp_(max=0.0))[..., None, None])
+    return gated_prefix(states.flatten(-2), ends, reverse=reverse).unflatten(-1, states.shape[-2:])
 
 
 def causal_parts(q: Tensor, k: Tensor, v: Tensor, *, log_scale: Tensor | None = None, chunk: int = DEFAULT_CHUNK,
@@ -199,8 +199,11 @@ def causal_parts(q: Tensor, k: Tensor, v: Tensor, *, log_scale: Tensor | None = 
     out = q.new_empty((*qc.shape[:-1], dim))  # [..., N, C, D]
     flat_out = out.view(-1, c, dim)
     src, dst = _shifted(flat_out.shape[0], reverse)
-    torch.bmm(qc.reshape(-1, c, qc.shape[-1])[dst], carried[src], out=flat_out[dst])
-    flat_out[dst].mul_(_carry_weights(ends, gc, reverse)[..., None])
+    reads, weights = qc.reshape(-1, c, qc.shape[-1])[dst], _carry_weights(ends, gc, reverse)[..., None]
+    if reads.shape[-1] < dim:  # the weights scale the narrower of the queries and the outputs
+        torch.bmm((reads * weights).to(q.dtype), carried[src], out=flat_out[dst])
+    else:
+        torch.bmm(reads, carried[src], out=flat_out[dst]).mul_(weights)
     flat_out[first].zero_()  # the one chunk nothing was carried into
     if initial is not None:  # the chunks a sum starts in read the initial state
         state, scale0 = initial
