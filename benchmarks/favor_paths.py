@@ -102,15 +102,18 @@ def section(result: dict) -> str:
              f"`{result['retained_env']}`. Peak: resident memory above the inputs.", "",
              "| L | direction | malloc | kept ms | blocks ms | blocks/kept | kept peak MiB | blocks peak MiB | default |",
              "|---|---|---|---|---|---|---|---|---|"]
-    right, longest = 0, max(r["length"] for r in result["rows"])
+    slower, longest = [], max(r["length"] for r in result["rows"])
     at_longest = [r for r in result["rows"] if r["length"] == longest]
     for r in result["rows"]:
         kept, blocks = r["kept"], r["blocks"]
         faster = "blocks" if blocks["seconds"] < kept["seconds"] else "kept"
-        right += r["default"] == faster
+        if r["default"] != faster:
+            slower.append(f"{r['length']} {r['direction']} {r['malloc']} ({r['default']})")
         lines.append(f"| {r['length']} | {r['direction']} | {r['malloc']} | {kept['seconds'] * 1e3:.0f} | {blocks['seconds'] * 1e3:.0f} | "
                      f"{blocks['seconds'] / kept['seconds']:.2f} | {kept['peak_mib']:.0f} | {blocks['peak_mib']:.0f} | {r['default']} |")
-    lines += ["", f"The default takes the faster path in {right} of {len(result['rows'])} configurations. Blocks/kept time: "
+    otherwise = f" (not in {', '.join(slower)})" if slower else ""
+    lines += ["", f"The default takes the faster path in {len(result['rows']) - len(slower)} of {len(result['rows'])} configurations"
+              f"{otherwise}. Blocks/kept time: "
               + "; ".join(f"{malloc} {direction} {_span(ratios)}" for (malloc, direction), ratios in _ratios(result["rows"]).items())
               + f". Peak at L = {longest:,}: kept {_span((r['kept']['peak_mib'] for r in at_longest), '.0f')} MiB, "
               f"blocks {_span((r['blocks']['peak_mib'] for r in at_longest), '.0f')} MiB."]

@@ -141,12 +141,16 @@ def test_block_rows_are_whole_chunks_near_the_byte_budget():
 def test_the_cpu_recomputes_in_blocks_once_a_feature_tensor_reaches_32_mib_unless_memory_is_retained(monkeypatch):
     w = torch.empty(256, 64)
     small, large = torch.empty(1, 8, 2048, 64, device="meta"), torch.empty(1, 8, 4096, 64, device="meta")
+    longest, huge = torch.empty(1, 8, 32767, 64, device="meta"), torch.empty(1, 8, 32768, 64, device="meta")
     monkeypatch.setattr(favor_module, "freed_memory_retained", lambda: False)
     assert not favor_module._recompute(small, w)  # 16 MiB of features: kept
     assert favor_module._recompute(large, w)  # 32 MiB: recomputed, in blocks
     assert favor_module.RECOMPUTE_BYTES == 32 * 2**20 == math.prod((1, 8, 4096, 256)) * 4
     monkeypatch.setattr(favor_module, "freed_memory_retained", lambda: True)
     assert not favor_module._recompute(large, w)  # freed memory is reused: keeping the features is faster
+    assert not favor_module._recompute(longest, w)
+    assert favor_module._recompute(huge, w)  # 256 MiB of features: blocks for the memory, wherever
+    assert favor_module.KEEP_BYTES_MAX == 256 * 2**20 == math.prod((1, 8, 32768, 256)) * 4
 
 
 @pytest.mark.slow

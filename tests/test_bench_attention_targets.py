@@ -50,7 +50,7 @@ def test_each_target_is_judged_from_the_rows():
 
 
 def test_section_gives_one_verdict_per_target_from_both_runs():
-    result = {"plain": targets.compact(fake_doc(1.7, 1.5)), "retained": targets.compact(fake_doc(1.5, 2.5))}
+    result = {"plain": [targets.compact(fake_doc(1.7, 1.5))], "retained": [targets.compact(fake_doc(1.5, 2.5))]}
     text = targets.section(result)
     assert "| causal within 1.6× of bidirectional at L = 16384 | 1700/1000 = 1.70× | 1500/1000 = 1.50× | met with retained memory |" in text
     assert text.count("| met |") == 4  # performer, scaling, memory, matmul
@@ -63,3 +63,53 @@ def test_docs_section_is_the_one_its_json_gives():
     docs = (ROOT / "docs" / "benchmarks.md").read_text()
     begin, end = targets.MARKERS
     assert docs.split(begin, 1)[1].split(end, 1)[0].strip() == targets.section(result).strip()
+
+
+def test_several_runs_of_a_setting_give_median_times_and_say_how_many_met():
+    runs = [targets.compact(fake_doc(c, 2.5)) for c in (1.5, 1.7, 1.9)]
+    slow = next(r for r in runs[2]["results"] if (r["method"], r["length"]) == ("performer", 32768))
+    slow.update(status="skipped", note="over the time limit")
+    slow.pop("fwd_bwd")
+    combined = targets.combine(runs)
+    ours = {(r["direction"], r["length"]): r for r in combined["results"] if r["method"] == "ours"}
+    assert ours[("causal", 16384)]["fwd_bwd"]["median_s"] == 1.7
+    assert ours[("causal", 16384)]["gflops_fwd_bwd"] == 55.0 * 1.5 / 1.7  # the same FLOPs over the median time
+    assert [r["status"] for r in combined["results"] if r["method"] == "performer"] == ["ok", "ok", "skipped"]
+    text = targets.section({"plain": runs, "retained": runs[:1]})
+    assert "| causal within 1.6× of bidirectional at L = 16384 | 1.70× (runs 1.50–1.90) (met in 1 of 3 runs) | 1500/1000 = 1.50× |" in text
+    assert "3 plain and 1 retained runs of the benchmark" in text and "Full tables, plain malloc (medians over 3 runs" in text
+
+
+def test_a_ratio_over_several_runs_is_the_median_of_each_runs_own():
+    """Three runs whose bidirectional times differ: the ratio of the median times would say 1.33, met; two
+    of the three runs say 2.0 (the second slow in both directions), so the median is 2.0, missed."""
+    fast, slow = targets.compact(fake_doc(2.0, 2.5)), targets.compact(fake_doc(2.0, 2.5))
+    for r in slow["results"]:
+        r["fwd_bwd"]["median_s"] *= 1.5
+    odd = targets.compact(fake_doc(1.0, 2.5))  # causal as fast as bidirectional
+    for r in odd["results"]:
+        if r["direction"] == "bidirectional":
+            r["fwd_bwd"]["median_s"] *= 1.5
+    judged = {t: (text, met) for t, text, met in targets.judge_runs([fast, slow, odd])}
+    text, met = judged["causal within 1.6× of bidirectional at L = 16384"]
+    assert text == "2.00× (runs 0.67–2.00) (met in 1 of 3 runs)" and met is False
+
+
+def _write(folder, doc):
+    folder.mkdir()
+    (folder / "results.json").write_text(json.dumps(doc))
+    return str(folder)
+
+
+def test_runs_are_filed_under_their_malloc_setting_and_must_share_a_configuration(tmp_path, capsys):
+    retained = fake_doc(1.5, 2.5)
+    retained["meta"]["malloc"] = "MALLOC_MMAP_MAX_=0"
+    folders = [_write(tmp_path / "a", fake_doc(1.7, 1.5)), _write(tmp_path / "b", retained), _write(tmp_path / "c", fake_doc(1.9, 1.5))]
+    assert targets.main(folders) == 0
+    assert "(met in 0 of 2 runs)" in capsys.readouterr().out
+    other = fake_doc(1.7, 1.5)
+    other["config"]["chunk_size"] = 64
+    assert targets.main([*folders, _write(tmp_path / "d", other)]) == 2
+    assert "another configuration" in capsys.readouterr().err
+    assert targets.main(folders[:1]) == 2
+    assert "no retained run" in capsys.readouterr().err

@@ -33,7 +33,7 @@ def test_section_counts_where_the_default_is_the_faster_path(tmp_path):
                                                              _row(4096, "causal", "plain", 0.15, 0.16, "blocks")]}
     text = favor_paths.section(result)
     assert "| 16384 | causal | plain | 900 | 700 | 0.78 | 90 | 70 | blocks |" in text
-    assert "faster path in 2 of 3 configurations" in text
+    assert "faster path in 2 of 3 configurations (not in 4096 causal plain (blocks))." in text
     assert "Blocks/kept time: plain causal 0.78–1.07; retained causal 1.17." in text
     assert "Peak at L = 16,384: kept 60–90 MiB, blocks 70 MiB." in text
     docs = tmp_path / "benchmarks.md"

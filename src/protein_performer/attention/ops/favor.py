@@ -32,6 +32,11 @@ BACKENDS = ("auto", "torch", "fla")
 # glibc's largest threshold for serving an allocation from the heap (DEFAULT_MMAP_THRESHOLD_MAX on 64-bit):
 # a larger tensor is mapped afresh, and page-faulted in, every time.
 RECOMPUTE_BYTES = 32 * 2**20
+# The largest feature tensor kept even where freed memory is reused: beyond it the kept path's peak (the
+# two feature tensors, the backward's [B, H, L, M] gradients, the chunk states) passes 2 GiB per attention
+# call, and in a model every layer keeps its own until backward; blocks stay under 1 GiB at L = 32768 for
+# a few tenths more time (docs/benchmarks.md, favor-paths).
+KEEP_BYTES_MAX = 256 * 2**20
 
 
 def _recompute(q: Tensor, projection: Tensor) -> bool:
@@ -39,7 +44,8 @@ def _recompute(q: Tensor, projection: Tensor) -> bool:
     if q.is_cuda:
         return True
     b, h, length, _ = q.shape
-    return b * h * length * projection.shape[-2] * 4 >= RECOMPUTE_BYTES and not freed_memory_retained()
+    size = b * h * length * projection.shape[-2] * 4
+    return size >= KEEP_BYTES_MAX or (size >= RECOMPUTE_BYTES and not freed_memory_retained())
 
 
 def _check(q: Tensor, k: Tensor, v: Tensor, key_padding_mask: Tensor | None) -> None:
@@ -79,7 +85,8 @@ def favor_attention(
     per token and head), and on the CPU both passes run in cache-sized blocks of positions; None: on CUDA
     yes; on the CPU where one ``[B, H, L, M]`` feature tensor would take ``RECOMPUTE_BYTES`` or more and
     the process does not retain freed memory (``protein_performer.memory``): glibc's malloc then maps
-    fresh pages in for every allocation that large, and faulting them in costs more than recomputing.
+    fresh pages in for every allocation that large, and faulting them in costs more than recomputing;
+    and wherever it would take ``KEEP_BYTES_MAX`` or more, for the memory.
     Causal outputs never depend on later keys: see ``linear.py``.
     """
     features = feature_map(kernel)
