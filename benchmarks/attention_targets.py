@@ -134,18 +134,27 @@ def _met(numbers: list[dict[Any, float]]) -> list[bool | None]:
             min(shares.values()) >= 0.5 if shares else None]
 
 
-def judge(run: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
-    """``(target, measured, met)`` for one run; met is None where it could not be measured."""
-    numbers = measure(run)
+def _texts(numbers: list[dict[Any, float]], matmul_gflops: float) -> list[str]:
+    """What the targets' cells say of ``numbers`` (``measure``'s, or their medians over runs)."""
     ratio, fast, performer, scaling, peaks, shares = numbers
-    bi, ca = _time(run, "bidirectional", "ours", 16384), _time(run, "causal", "ours", 16384)
-    texts = [f"{ca * 1e3:.0f}/{bi * 1e3:.0f} = {ratio['ratio']:.2f}×" if ratio else "not measured",
-             *(", ".join(f"{r:.2f}× ({n})" for n, r in ratios.items()) or "not measured" for ratios in (fast, performer)),
-             "; ".join(f"{d} {_time(run, d, 'ours', 32768) * 1e3:.0f}/{_time(run, d, 'ours', 8192) * 1e3:.0f} = {v:.2f}"
-                       for d, v in scaling.items()) or "not measured",
-             ", ".join(f"{d} {p / 2**20:.0f} MiB" for d, p in peaks.items()) or "not measured",
-             f"{100 * min(shares.values()):.0f}–{100 * max(shares.values()):.0f}% of {run['matmul_gflops']:.0f} GFLOP/s"
-             if shares else "not measured"]
+    return [f"{ratio['ratio']:.2f}×" if ratio else "not measured",
+            *(", ".join(f"{r:.2f}× ({n})" for n, r in sorted(r_.items())) or "not measured" for r_ in (fast, performer)),
+            "; ".join(f"{d} {v:.2f}" for d, v in scaling.items()) or "not measured",
+            ", ".join(f"{d} {p / 2**20:.0f} MiB" for d, p in peaks.items()) or "not measured",
+            f"{100 * min(shares.values()):.0f}–{100 * max(shares.values()):.0f}% of {matmul_gflops:.0f} GFLOP/s"
+            if shares else "not measured"]
+
+
+def judge(run: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
+    """``(target, measured, met)`` for one run; met is None where it could not be measured. The two
+    targets of time ratios also show the times (ms)."""
+    numbers = measure(run)
+    texts = _texts(numbers, run["matmul_gflops"])
+    ms = {(d, n): f"{_time(run, d, 'ours', n) * 1e3:.0f}" for d in DIRECTIONS for n in (8192, 16384, 32768) if _time(run, d, "ours", n)}
+    if numbers[0]:
+        texts[0] = f"{ms['causal', 16384]}/{ms['bidirectional', 16384]} = {texts[0]}"
+    if numbers[3]:
+        texts[3] = "; ".join(f"{d} {ms[d, 32768]}/{ms[d, 8192]} = {v:.2f}" for d, v in numbers[3].items())
     return list(zip(TARGETS, texts, _met(numbers)))
 
 
@@ -156,25 +165,18 @@ def judge_runs(runs: list[dict[str, Any]]) -> list[tuple[str, str, bool | None]]
     if len(runs) == 1:
         return judge(runs[0])
     each = [measure(run) for run in runs]
-    per_run = [_met(numbers) for numbers in each]
     numbers = []
     for i in range(len(TARGETS)):
         keys = set.intersection(*(set(n[i]) for n in each))
         pick = max if i == 4 else statistics.median
         numbers.append({k: pick([n[i][k] for n in each]) for k in sorted(keys, key=str)})
-    ratio, fast, performer, scaling, peaks, shares = numbers
+    texts = _texts(numbers, statistics.median(r["matmul_gflops"] for r in runs))
     ratios = [n[0]["ratio"] for n in each if n[0]]
-    texts = [f"{ratio['ratio']:.2f}× (runs {min(ratios):.2f}–{max(ratios):.2f})" if ratio else "not measured",
-             *(", ".join(f"{r:.2f}× ({n})" for n, r in sorted(r_.items())) or "not measured" for r_ in (fast, performer)),
-             "; ".join(f"{d} {v:.2f}" for d, v in scaling.items()) or "not measured",
-             ", ".join(f"{d} {p / 2**20:.0f} MiB" for d, p in peaks.items()) or "not measured",
-             f"{100 * min(shares.values()):.0f}–{100 * max(shares.values()):.0f}% of "
-             f"{statistics.median(r['matmul_gflops'] for r in runs):.0f} GFLOP/s" if shares else "not measured"]
-    out = []
-    for i, (target, text) in enumerate(zip(TARGETS, texts)):
-        met = [m[i] for m in per_run]
-        out.append((target, f"{text} (met in {sum(m is True for m in met)} of {len(runs)} runs)", _met(numbers)[i]))
-    return out
+    if ratios:
+        texts[0] += f" (runs {min(ratios):.2f}–{max(ratios):.2f})"
+    per_run = [_met(n) for n in each]
+    return [(target, f"{text} (met in {sum(m[i] is True for m in per_run)} of {len(runs)} runs)", met)
+            for i, (target, text, met) in enumerate(zip(TARGETS, texts, _met(numbers)))]
 
 
 def _verdict(met: list[bool | None]) -> str:

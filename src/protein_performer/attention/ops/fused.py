@@ -10,11 +10,10 @@ extra ``[B, H, L, M]`` tensors. Two ways to run it:
   product each; causal on the CPU, each block's chunk states and scores are kept for its backward as
   the kept path keeps them, M(d+1)/C + C numbers per token and head) and runs both passes in blocks of
   positions: what GPUs want (one block there, where memory is scarce and the products cheap), and on
-  the CPU cache-sized blocks, whose tensors the
-  allocator reuses instead of faulting fresh pages in. Bidirectional blocks add up the keys' state
-  with an online maximum (rescaled when it grows, as flash attention does its softmax); causal blocks
-  hand each other the gated state and its gate, forward in the forward pass and backward in the
-  backward pass (``linear.causal_parts(initial=...)``).
+  the CPU cache-sized blocks, whose tensors the allocator reuses instead of faulting fresh pages in.
+  Bidirectional blocks add up the keys' state with an online maximum (rescaled when it grows, as flash
+  attention does its softmax); causal blocks hand each other the gated state and its gate, forward in
+  the forward pass and backward in the backward pass (``linear.causal_parts(initial=...)``).
 
 With x̃ = x·s, s = d^(-1/4), ``p = x̃ Wᵀ`` and features ``exp(p − ‖x̃‖²/2 − c)``:
 
